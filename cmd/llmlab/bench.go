@@ -1,0 +1,12 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// TODO(owner of this file): replace with the real subcommand.
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return errors.New("bench: not implemented yet")
+}

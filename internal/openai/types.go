@@ -1,0 +1,300 @@
+// Package openai holds the OpenAI-compatible wire types that vLLM speaks and
+// that llmlab's gateway, simulated engine and load generator share, plus a
+// small Server-Sent Events reader and writer for streaming responses.
+//
+// Only the fields vLLM documents for /v1/completions and /v1/chat/completions
+// are modelled; unknown fields are ignored on input, as vLLM does.
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// StreamOptions mirrors stream_options.
+type StreamOptions struct {
+	IncludeUsage         bool `json:"include_usage,omitempty"`
+	ContinuousUsageStats bool `json:"continuous_usage_stats,omitempty"`
+}
+
+// Prompt is the prompt of /v1/completions: a string, or a list of token ids
+// (exact input length without a tokenizer). A list holding exactly one string
+// or one token list is accepted too; batches of several prompts are rejected
+// with a clear error by Validate.
+type Prompt struct {
+	Text     string
+	TokenIDs []int
+	// IsTokens is true when the prompt was given as token ids.
+	IsTokens bool
+	// Count is how many prompts the field held (1 for a plain string or
+	// token list); >1 means a batch.
+	Count int
+}
+
+// UnmarshalJSON accepts the shapes vLLM accepts for "prompt".
+func (p *Prompt) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || string(b) == "null" {
+		*p = Prompt{}
+		return nil
+	}
+	switch b[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*p = Prompt{Text: s, Count: 1}
+		return nil
+	case '[':
+		var raw []json.RawMessage
+		if err := json.Unmarshal(b, &raw); err != nil {
+			return err
+		}
+		if len(raw) == 0 {
+			*p = Prompt{IsTokens: true, Count: 1}
+			return nil
+		}
+		first := bytes.TrimSpace(raw[0])
+		switch {
+		case len(first) > 0 && (first[0] == '-' || (first[0] >= '0' && first[0] <= '9')):
+			var ids []int
+			if err := json.Unmarshal(b, &ids); err != nil {
+				return errors.New("prompt: a token list must hold only integers")
+			}
+			*p = Prompt{TokenIDs: ids, IsTokens: true, Count: 1}
+			return nil
+		case len(first) > 0 && first[0] == '"':
+			var ss []string
+			if err := json.Unmarshal(b, &ss); err != nil {
+				return errors.New("prompt: a list of prompts must hold only strings")
+			}
+			*p = Prompt{Text: ss[0], Count: len(ss)}
+			return nil
+		case len(first) > 0 && first[0] == '[':
+			var lists [][]int
+			if err := json.Unmarshal(b, &lists); err != nil {
+				return errors.New("prompt: a list of token lists must hold only integers")
+			}
+			*p = Prompt{TokenIDs: lists[0], IsTokens: true, Count: len(lists)}
+			return nil
+		}
+	}
+	return fmt.Errorf("prompt must be a string, a list of token ids or a list of strings, got %s", truncate(string(b), 40))
+}
+
+// MarshalJSON writes the prompt back in its original single-prompt shape.
+func (p Prompt) MarshalJSON() ([]byte, error) {
+	if p.IsTokens {
+		ids := p.TokenIDs
+		if ids == nil {
+			ids = []int{}
+		}
+		return json.Marshal(ids)
+	}
+	return json.Marshal(p.Text)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// CompletionRequest is the body of POST /v1/completions.
+type CompletionRequest struct {
+	Model         string          `json:"model"`
+	Prompt        Prompt          `json:"prompt"`
+	MaxTokens     *int            `json:"max_tokens,omitempty"`
+	Temperature   *float64        `json:"temperature,omitempty"`
+	TopP          *float64        `json:"top_p,omitempty"`
+	N             *int            `json:"n,omitempty"`
+	Stream        bool            `json:"stream,omitempty"`
+	StreamOptions *StreamOptions  `json:"stream_options,omitempty"`
+	Stop          json.RawMessage `json:"stop,omitempty"`
+	Seed          *int64          `json:"seed,omitempty"`
+	User          string          `json:"user,omitempty"`
+	// vLLM extensions.
+	IgnoreEOS bool `json:"ignore_eos,omitempty"`
+	MinTokens *int `json:"min_tokens,omitempty"`
+}
+
+// ChatMessage is one message of a chat request. Content may be a string or a
+// list of parts; Text() joins the text parts.
+type ChatMessage struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+// contentPart is one element of an array-shaped message content.
+type contentPart struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// Text returns the message's text content, or an error if the content has a
+// shape that is neither a string nor a list of text parts.
+func (m ChatMessage) Text() (string, error) {
+	c := bytes.TrimSpace(m.Content)
+	if len(c) == 0 || string(c) == "null" {
+		return "", nil
+	}
+	switch c[0] {
+	case '"':
+		var s string
+		err := json.Unmarshal(c, &s)
+		return s, err
+	case '[':
+		var parts []contentPart
+		if err := json.Unmarshal(c, &parts); err != nil {
+			return "", errors.New("message content must be a string or a list of text parts")
+		}
+		var buf bytes.Buffer
+		for _, p := range parts {
+			if p.Type != "text" {
+				return "", fmt.Errorf("message content part of type %q is not supported", p.Type)
+			}
+			buf.WriteString(p.Text)
+		}
+		return buf.String(), nil
+	}
+	return "", errors.New("message content must be a string or a list of text parts")
+}
+
+// TextMessage builds a message with plain string content.
+func TextMessage(role, text string) ChatMessage {
+	b, _ := json.Marshal(text)
+	return ChatMessage{Role: role, Content: b}
+}
+
+// ChatCompletionRequest is the body of POST /v1/chat/completions.
+type ChatCompletionRequest struct {
+	Model               string          `json:"model"`
+	Messages            []ChatMessage   `json:"messages"`
+	MaxTokens           *int            `json:"max_tokens,omitempty"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens,omitempty"`
+	Temperature         *float64        `json:"temperature,omitempty"`
+	TopP                *float64        `json:"top_p,omitempty"`
+	N                   *int            `json:"n,omitempty"`
+	Stream              bool            `json:"stream,omitempty"`
+	StreamOptions       *StreamOptions  `json:"stream_options,omitempty"`
+	Stop                json.RawMessage `json:"stop,omitempty"`
+	Seed                *int64          `json:"seed,omitempty"`
+	User                string          `json:"user,omitempty"`
+	// vLLM extensions.
+	IgnoreEOS bool `json:"ignore_eos,omitempty"`
+	MinTokens *int `json:"min_tokens,omitempty"`
+}
+
+// Usage is the token accounting vLLM returns.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// CompletionChoice is one choice of a completion (whole or streamed chunk).
+type CompletionChoice struct {
+	Index        int             `json:"index"`
+	Text         string          `json:"text"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+	FinishReason *string         `json:"finish_reason"`
+	StopReason   json.RawMessage `json:"stop_reason,omitempty"`
+}
+
+// CompletionResponse is the body of a /v1/completions response, and each
+// streamed chunk of one (Object "text_completion" in both cases, as in vLLM).
+type CompletionResponse struct {
+	ID      string             `json:"id"`
+	Object  string             `json:"object"`
+	Created int64              `json:"created"`
+	Model   string             `json:"model"`
+	Choices []CompletionChoice `json:"choices"`
+	Usage   *Usage             `json:"usage,omitempty"`
+}
+
+// ChatChoice is one choice of a whole chat completion.
+type ChatChoice struct {
+	Index        int             `json:"index"`
+	Message      ChatOutMessage  `json:"message"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+	FinishReason *string         `json:"finish_reason"`
+}
+
+// ChatOutMessage is the assistant message of a whole chat completion.
+type ChatOutMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// ChatCompletionResponse is the body of a non-streamed chat completion.
+type ChatCompletionResponse struct {
+	ID      string       `json:"id"`
+	Object  string       `json:"object"`
+	Created int64        `json:"created"`
+	Model   string       `json:"model"`
+	Choices []ChatChoice `json:"choices"`
+	Usage   *Usage       `json:"usage,omitempty"`
+}
+
+// ChatDelta is the incremental message of a streamed chat chunk.
+type ChatDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+// ChatChunkChoice is one choice of a streamed chat chunk.
+type ChatChunkChoice struct {
+	Index        int             `json:"index"`
+	Delta        ChatDelta       `json:"delta"`
+	Logprobs     json.RawMessage `json:"logprobs"`
+	FinishReason *string         `json:"finish_reason"`
+}
+
+// ChatCompletionChunk is one streamed chat event (Object "chat.completion.chunk").
+type ChatCompletionChunk struct {
+	ID      string            `json:"id"`
+	Object  string            `json:"object"`
+	Created int64             `json:"created"`
+	Model   string            `json:"model"`
+	Choices []ChatChunkChoice `json:"choices"`
+	Usage   *Usage            `json:"usage,omitempty"`
+}
+
+// Model is one entry of GET /v1/models.
+type Model struct {
+	ID          string `json:"id"`
+	Object      string `json:"object"`
+	Created     int64  `json:"created"`
+	OwnedBy     string `json:"owned_by"`
+	Root        string `json:"root,omitempty"`
+	MaxModelLen int    `json:"max_model_len,omitempty"`
+}
+
+// ModelList is the body of GET /v1/models.
+type ModelList struct {
+	Object string  `json:"object"`
+	Data   []Model `json:"data"`
+}
+
+// Object names used on the wire.
+const (
+	ObjectTextCompletion = "text_completion"
+	ObjectChatCompletion = "chat.completion"
+	ObjectChatChunk      = "chat.completion.chunk"
+	ObjectList           = "list"
+	ObjectModel          = "model"
+)
+
+// Finish reasons.
+const (
+	FinishLength = "length"
+	FinishStop   = "stop"
+	FinishAbort  = "abort"
+)
+
+// StringPtr is a helper for the optional string fields above.
+func StringPtr(s string) *string { return &s }

@@ -1,0 +1,141 @@
+// Package e2e builds the llmlab binary once and drives it as real processes
+// on loopback. Each area keeps its tests in its own file (sim_test.go,
+// serve_test.go, bench_test.go); the helpers here are shared.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// binPath is the llmlab binary built by TestMain.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "llmlab-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "llmlab")
+	build := exec.Command("go", "build", "-o", binPath, "../../cmd/llmlab")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build llmlab:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer is a goroutine-safe buffer for a process's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a running llmlab process.
+type proc struct {
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	done    chan struct{}
+	waitErr error
+}
+
+// start runs llmlab with args; the process is killed when the test ends.
+func start(t testing.TB, args ...string) *proc {
+	t.Helper()
+	p := &proc{out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(binPath, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start llmlab %v: %v", args, err)
+	}
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("llmlab %v output:\n%s", args, p.out.String())
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("process did not exit within %v; output:\n%s", timeout, p.out.String())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// waitHTTP polls url until it answers 200 or the process exits or timeout passes.
+func waitHTTP(t testing.TB, p *proc, url string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("process exited before %s was ready; output:\n%s", url, p.out.String())
+		case <-ctx.Done():
+			t.Fatalf("%s not ready within %v; output:\n%s", url, timeout, p.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
