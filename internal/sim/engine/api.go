@@ -1,0 +1,115 @@
+// Package engine models vLLM serving a small model on one GPU: the start-up
+// memory plan (weights, activation peak, KV pool), the V1 scheduler with
+// 16-token KV blocks, chunked prefill and preemption, and a roofline model
+// of each step's GPU time. It has no clock: callers (the live server, the
+// offline runner) advance time by each Step's Duration.
+//
+// CONTRACT: the types and signatures in this file are shared by the live
+// server (internal/sim/server) and the offline runner. Fields may be added;
+// do not rename or remove them.
+package engine
+
+import "time"
+
+// Config is the engine configuration, named as vLLM's flags.
+type Config struct {
+	GPU                  string  // key of a known GPU, e.g. "rtx3050-4gb-laptop"
+	ModelSpec            string  // key of a known model, e.g. "qwen2.5-0.5b"
+	MaxModelLen          int     // --max-model-len
+	GPUMemoryUtilization float64 // --gpu-memory-utilization (0.9)
+	MaxNumSeqs           int     // --max-num-seqs (256)
+	MaxNumBatchedTokens  int     // --max-num-batched-tokens (2048)
+	EnableChunkedPrefill bool    // --enable-chunked-prefill
+	BlockSize            int     // --block-size (16)
+	// Calibration, when non-nil, overrides the roofline step-time coefficients.
+	Calibration *Calibration
+}
+
+// Plan is the outcome of start-up memory profiling, as vLLM logs it.
+type Plan struct {
+	TotalBytes      int64 // GPU memory
+	BudgetBytes     int64 // gpu_memory_utilization × TotalBytes
+	WeightBytes     int64
+	ActivationBytes int64 // peak activation of the profiling run
+	OverheadBytes   int64 // CUDA context, CUDA graphs, non-torch allocations
+	KVBytes         int64 // what is left for the KV cache
+	NumBlocks       int   // KV blocks of BlockSize tokens
+	KVTokens        int   // NumBlocks × BlockSize ("GPU KV cache size: N tokens")
+	// MaxConcurrency is KVTokens / MaxModelLen
+	// ("Maximum concurrency for L tokens per request: Kx").
+	MaxConcurrency float64
+	// StartupSeconds is the modelled load time of this model on this GPU
+	// (weights, profiling, CUDA graph capture), used when --startup-seconds
+	// is not given.
+	StartupSeconds float64
+}
+
+// Request is one sequence handed to the scheduler. The caller decides how
+// many tokens it will produce (ignore_eos → max_tokens; otherwise where the
+// simulated EOS falls), so the engine never needs token contents.
+type Request struct {
+	ID           string
+	PromptTokens int // > 0
+	OutputTokens int // > 0; PromptTokens+OutputTokens <= MaxModelLen
+}
+
+// TokenEvent says that request ID produced its output token number Index
+// (0-based) in a step; Finished is set on its last token.
+type TokenEvent struct {
+	ID       string
+	Index    int
+	Finished bool
+}
+
+// Step is one scheduler iteration: what ran and how long it took on the GPU.
+type Step struct {
+	Duration      time.Duration // modelled GPU time; 0 when nothing was scheduled
+	PrefillTokens int           // prompt (or recomputed) tokens processed
+	DecodeSeqs    int           // sequences that decoded one token
+	ContextTokens int           // Σ context length read from KV this step
+	Tokens        []TokenEvent  // tokens produced, in scheduling order
+	Preempted     []string      // IDs preempted this step (put back at the front of waiting)
+}
+
+// Stats is the scheduler's state after the last step, for /metrics.
+type Stats struct {
+	Running     int
+	Waiting     int
+	UsedBlocks  int
+	TotalBlocks int
+	Preemptions int // total since start
+}
+
+// KVUsage is the fraction of KV blocks in use (vllm:kv_cache_usage_perc).
+func (s Stats) KVUsage() float64 {
+	if s.TotalBlocks == 0 {
+		return 0
+	}
+	return float64(s.UsedBlocks) / float64(s.TotalBlocks)
+}
+
+// Calibration holds measured step-time coefficients:
+// step = A + B·prefill_tokens + C·decode_seqs + D·Σcontext (seconds).
+type Calibration struct {
+	A float64 `json:"a_s" yaml:"a_s"`
+	B float64 `json:"b_s_per_prefill_token" yaml:"b_s_per_prefill_token"`
+	C float64 `json:"c_s_per_decode_seq" yaml:"c_s_per_decode_seq"`
+	D float64 `json:"d_s_per_context_token" yaml:"d_s_per_context_token"`
+}
+
+// The functions below are implemented in the package's other files:
+//
+//   func NewPlan(cfg Config) (Plan, error)
+//       Validates cfg and profiles memory. A configuration that does not fit
+//       returns an error whose text is vLLM's ("No available memory for the
+//       cache blocks…" / "…larger than the available KV cache memory…").
+//   func NewScheduler(cfg Config, plan Plan) *Scheduler
+//   func (s *Scheduler) Add(r Request) error     // queue a request (FCFS)
+//   func (s *Scheduler) Abort(id string) bool    // drop it, free its blocks
+//   func (s *Scheduler) Step() Step              // run one iteration
+//   func (s *Scheduler) Stats() Stats
+//   func (s *Scheduler) HasWork() bool           // anything running or waiting
+//   func LoadCalibration(path string) (*Calibration, error)
+//   func GPUNames() []string; func ModelNames() []string
+//
+// Scheduler is not safe for concurrent use; the live server serialises calls.
