@@ -1,0 +1,186 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestMemoryFIFOAndBound(t *testing.T) {
+	q := NewMemory(2)
+	a, b, c := NewTicket(), NewTicket(), NewTicket()
+	if err := q.Push(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Push(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Push(c); !errors.Is(err, ErrFull) {
+		t.Fatalf("third push: got %v, want ErrFull", err)
+	}
+	if !q.Remove(a) || q.Remove(a) {
+		t.Fatal("Remove should succeed once")
+	}
+	if err := q.Push(c); err != nil {
+		t.Fatalf("push after remove: %v", err)
+	}
+	if got := q.Pop(); got != b {
+		t.Fatal("want b first")
+	}
+	if got := q.Pop(); got != c {
+		t.Fatal("want c second")
+	}
+	if q.Pop() != nil || q.Len() != 0 {
+		t.Fatal("want empty")
+	}
+}
+
+func TestDispatcherLimitsAndOrder(t *testing.T) {
+	d := NewDispatcher(NewMemory(10), 1, nil)
+	rel, _, err := d.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		order []int
+		wg    sync.WaitGroup
+	)
+	for i := range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, _, err := d.Acquire(context.Background())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			r()
+		}()
+		// Wait until it is queued so the arrival order is known.
+		waitFor(t, func() bool { depth, _ := d.Stats(); return depth == i+1 })
+	}
+	if _, in := d.Stats(); in != 1 {
+		t.Fatalf("in flight = %d, want 1", in)
+	}
+	rel()
+	rel() // a second call must be harmless
+	wg.Wait()
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("order %v is not FIFO", order)
+		}
+	}
+	if depth, in := d.Stats(); depth != 0 || in != 0 {
+		t.Fatalf("after all: depth %d in flight %d", depth, in)
+	}
+}
+
+func TestDispatcherFull(t *testing.T) {
+	d := NewDispatcher(NewMemory(1), 1, nil)
+	rel, _, _ := d.Acquire(context.Background())
+	defer rel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, _, err := d.Acquire(ctx); done <- err }()
+	waitFor(t, func() bool { depth, _ := d.Stats(); return depth == 1 })
+	if _, _, err := d.Acquire(context.Background()); !errors.Is(err, ErrFull) {
+		t.Fatalf("got %v, want ErrFull", err)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: got %v", err)
+	}
+}
+
+func TestDispatcherCancelFreesPlace(t *testing.T) {
+	d := NewDispatcher(NewMemory(1), 1, nil)
+	rel, _, _ := d.Acquire(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, _, err := d.Acquire(ctx); done <- err }()
+	waitFor(t, func() bool { depth, _ := d.Stats(); return depth == 1 })
+	cancel()
+	<-done
+	if depth, _ := d.Stats(); depth != 0 {
+		t.Fatalf("depth %d after cancel, want 0", depth)
+	}
+	// The freed place in line is usable, and the slot passes to the new waiter.
+	got := make(chan func(), 1)
+	go func() {
+		r, _, err := d.Acquire(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}()
+	waitFor(t, func() bool { depth, _ := d.Stats(); return depth == 1 })
+	rel()
+	r := <-got
+	if _, in := d.Stats(); in != 1 {
+		t.Fatalf("in flight %d, want 1", in)
+	}
+	r()
+	if _, in := d.Stats(); in != 0 {
+		t.Fatalf("in flight %d, want 0", in)
+	}
+}
+
+// TestDispatcherStress checks the invariant under contention with random
+// cancellations: never more than max in flight, and everything returns.
+func TestDispatcherStress(t *testing.T) {
+	const max = 3
+	var cur, peak int // written under the dispatcher lock
+	d := NewDispatcher(NewMemory(1000), max, func(_, in int) {
+		cur = in // called under the dispatcher lock
+		if cur > peak {
+			peak = cur
+		}
+	})
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%7)*100*time.Microsecond)
+			defer cancel()
+			if i%2 == 0 {
+				ctx = context.Background()
+			}
+			r, _, err := d.Acquire(ctx)
+			if err != nil {
+				return
+			}
+			time.Sleep(50 * time.Microsecond)
+			r()
+		}()
+	}
+	wg.Wait()
+	if peak > max {
+		t.Fatalf("peak in flight %d > %d", peak, max)
+	}
+	if depth, in := d.Stats(); depth != 0 || in != 0 {
+		t.Fatalf("leftover depth %d in flight %d", depth, in)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
