@@ -3,10 +3,169 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/llmlab/llmlab/internal/bench"
+	"github.com/llmlab/llmlab/internal/slo"
 )
 
-// TODO(owner of this file): replace with the real subcommand.
+// runBench is `llmlab bench`: parse flags, run internal/bench, print the
+// summary and save the run file.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("bench: not implemented yet")
+	fs := flag.NewFlagSet("llmlab bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		url          = fs.String("url", "http://127.0.0.1:8080", "base URL of the gateway or worker")
+		model        = fs.String("model", "", "model name (default: the scenario's, else the first of GET /v1/models)")
+		endpoint     = fs.String("endpoint", "", "completions or chat (default: the scenario's)")
+		scenarioPath = fs.String("scenario", "", "scenario YAML file (default: embedded loadtest/scenarios/fixed_200_200.yaml)")
+		inputLen     = fs.Int("input-len", 0, "input tokens per request (overrides the scenario)")
+		outputLen    = fs.Int("output-len", 0, "output tokens per request (overrides the scenario)")
+		prompt       = fs.String("prompt", "", "tokens (token-id prompt) or text (configs/prompts/prompt_200.txt); default: the scenario's")
+		rate         = fs.Float64("rate", 1, "steady arrival rate, requests/s (with --find-max: the first step's rate)")
+		duration     = fs.Duration("duration", 0, "sending time, ramp included (default: the SLO file's measurement duration, 10m)")
+		ramp         = fs.Duration("ramp", -1, "linear ramp from 0 to --rate (default: 10% of the duration, at most 30s)")
+		warmup       = fs.Duration("warmup", -1, "excluded from steady-state figures from the start (default: --ramp)")
+		cooldown     = fs.Duration("cooldown", 0, "excluded from steady-state figures before the end")
+		arrival      = fs.String("arrival", bench.ArrivalConstant, "arrival process: constant, poisson or gamma")
+		burstiness   = fs.Float64("burstiness", 1, "gamma shape for --arrival gamma (1 = Poisson, <1 burstier)")
+		maxConc      = fs.Int("max-concurrency", 0, "cap on requests in flight (0: none; waiting counts in latency)")
+		seed         = fs.Uint64("seed", 1, "seed for arrivals and token-id prompts")
+		timeout      = fs.Duration("timeout", 60*time.Second, "abandon a request this long after its scheduled send (counted as timeout)")
+		sloPath      = fs.String("slo", "", "SLO file (default: embedded configs/slo.yaml)")
+		profileName  = fs.String("profile", "", "profile name recorded in the run file and its name (default adhoc)")
+		out          = fs.String("out", "", "run file path (default: experiments/runs/YYYY-MM-DD_runXX_<profile>.json)")
+		runsDir      = fs.String("runs-dir", bench.DefaultRunsDir, "directory for numbered run files")
+		noSave       = fs.Bool("no-save", false, "do not write a run file")
+		lagThreshold = fs.Duration("lag-threshold", 10*time.Millisecond, "send-lag p99 above which the generator is said to fall behind")
+		quiet        = fs.Bool("quiet", false, "no live progress line even on a terminal")
+		findMax      = fs.Bool("find-max", false, "search for the highest rate meeting the SLO")
+		steps        = fs.Int("find-max-steps", 8, "most runs of the --find-max search")
+		stepDur      = fs.Duration("step-duration", 60*time.Second, "duration of each --find-max run")
+	)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: llmlab bench [flags]\n\nOpen-loop load generator: sends the scenario's requests at --rate and reports\nlatency from each request's scheduled send time. Flags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: 2}
+	}
+	usage := func(format string, a ...any) error { return &exitError{code: 2, err: fmt.Errorf(format, a...)} }
+	if fs.NArg() > 0 {
+		return usage("unexpected arguments %q", fs.Args())
+	}
+
+	spec, err := slo.Load(*sloPath)
+	if err != nil {
+		return usage("%w", err)
+	}
+	sc, err := bench.LoadScenario(*scenarioPath)
+	if err != nil {
+		return usage("%w", err)
+	}
+	if *endpoint != "" {
+		sc.Endpoint = *endpoint
+	}
+	if *prompt != "" {
+		sc.Prompt = *prompt
+	}
+	if sc.Endpoint == bench.EndpointChat && *prompt == "" {
+		sc.Prompt = bench.PromptText // chat cannot carry a token-id prompt
+	}
+	if *inputLen != 0 {
+		sc.InputTokens = *inputLen
+	}
+	if *outputLen != 0 {
+		sc.OutputTokens = *outputLen
+	}
+	if err := sc.Validate(); err != nil {
+		return usage("scenario: %w", err)
+	}
+
+	d := *duration
+	if *findMax {
+		d = *stepDur
+	}
+	if d == 0 {
+		d = spec.Measurement.Duration
+	}
+	if *ramp < 0 {
+		*ramp = min(d/10, 30*time.Second)
+	}
+	if *warmup < 0 {
+		*warmup = *ramp
+	}
+	cfg := bench.Config{
+		URL: *url, Scenario: sc, Model: *model,
+		Rate: *rate, Duration: d, Ramp: *ramp, Warmup: *warmup, Cooldown: *cooldown,
+		Arrival: *arrival, Burstiness: *burstiness, Seed: *seed,
+		MaxConcurrency: *maxConc, Timeout: *timeout, SLO: spec, Profile: *profileName,
+		LagThreshold: *lagThreshold,
+	}
+	if f, ok := stderr.(*os.File); ok && !*quiet && term.IsTerminal(int(f.Fd())) {
+		cfg.Progress = stderr
+	}
+	if err := bench.CheckConfig(cfg); err != nil {
+		return usage("%w", err)
+	}
+
+	var (
+		rf     bench.RunFile
+		runErr error
+	)
+	if *findMax {
+		opts := bench.FindMaxOptions{
+			StartRate: *rate, MaxSteps: *steps, StepDuration: *stepDur,
+			OnStep: func(s bench.FindMaxStep) {
+				verdict := "fail"
+				if s.Pass {
+					verdict = "pass"
+				}
+				fmt.Fprintf(stderr, "find-max step %d: rate %.3g req/s → %s (rps %.2f, e2e p95 %.3fs, error rate %.3f%%)\n",
+					s.Step, s.Rate, verdict, s.Result.RPS, s.Result.E2EP95, 100*s.Result.ErrorRate)
+			},
+		}
+		var fm bench.FindMaxResult
+		fm, runErr = bench.FindMax(ctx, cfg, opts)
+		if runErr != nil && len(fm.Steps) == 0 {
+			return runErr
+		}
+		rf, err = bench.NewFindMaxRunFile(cfg, fm)
+	} else {
+		var res bench.Result
+		res, runErr = bench.Run(ctx, cfg)
+		if runErr != nil && !res.Interrupted {
+			return runErr
+		}
+		rf, err = bench.NewRunFile(cfg, res)
+	}
+	if err != nil {
+		return err
+	}
+
+	if !*noSave {
+		var path string
+		if *out != "" {
+			path, err = *out, bench.WriteRunFile(*out, &rf)
+		} else {
+			path, err = bench.SaveRunFile(*runsDir, &rf)
+		}
+		if err != nil {
+			return err
+		}
+		defer fmt.Fprintf(stdout, "\nrun file: %s\n", path)
+	}
+	if err := bench.WriteSummary(stdout, rf); err != nil {
+		return err
+	}
+	return runErr
 }
