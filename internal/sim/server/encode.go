@@ -1,0 +1,146 @@
+package server
+
+import (
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/llmlab/llmlab/internal/openai"
+)
+
+// chunkEncoder writes a request's per-token stream chunks without
+// reflection: the JSON around the token text is the same for every chunk,
+// so it is built once and each chunk is prefix + quoted text + suffix. The
+// output is byte-for-byte what encoding/json would produce for
+// openai.CompletionResponse / openai.ChatCompletionChunk (a test checks it
+// decodes to the same values).
+type chunkEncoder struct {
+	g                  *generation
+	prefix             []byte // up to and including the key of the text
+	suffix, lastSuffix []byte // after the text: finish_reason null / final
+	rolePrefix         []byte // chat only: the first chunk carries the role
+}
+
+func newChunkEncoder(g *generation) *chunkEncoder {
+	e := &chunkEncoder{g: g}
+	head := func(object string) []byte {
+		b := []byte(`{"id":`)
+		b = appendJSONString(b, g.id)
+		b = append(b, `,"object":"`...)
+		b = append(b, object...)
+		b = append(b, `","created":`...)
+		b = strconv.AppendInt(b, g.created, 10)
+		b = append(b, `,"model":`...)
+		b = appendJSONString(b, g.p.model)
+		return append(b, `,"choices":[{"index":0,`...)
+	}
+	reason := appendJSONString(nil, g.seq.finishReason)
+	if g.p.chat {
+		h := head(openai.ObjectChatChunk)
+		e.prefix = append(h[:len(h):len(h)], `"delta":{"content":`...)
+		e.rolePrefix = append(h[:len(h):len(h)], `"delta":{"role":"assistant","content":`...)
+		e.suffix = []byte(`},"logprobs":null,"finish_reason":null}]}`)
+		e.lastSuffix = append([]byte(`},"logprobs":null,"finish_reason":`), reason...)
+		e.lastSuffix = append(e.lastSuffix, `}]}`...)
+		return e
+	}
+	e.prefix = append(head(openai.ObjectTextCompletion), `"text":`...)
+	e.suffix = []byte(`,"logprobs":null,"finish_reason":null,"stop_reason":null}]}`)
+	e.lastSuffix = append([]byte(`,"logprobs":null,"finish_reason":`), reason...)
+	e.lastSuffix = append(e.lastSuffix, `,"stop_reason":null}]}`...)
+	return e
+}
+
+// appendToken appends the event for output token k. In a chat stream the
+// first token's chunk also carries the assistant role, and the last token's
+// chunk carries the finish reason (as vLLM does when a step ends a request).
+func (e *chunkEncoder) appendToken(dst []byte, k int) []byte {
+	dst = append(dst, "data: "...)
+	if k == 0 && e.g.p.chat {
+		dst = append(dst, e.rolePrefix...)
+	} else {
+		dst = append(dst, e.prefix...)
+	}
+	var tok [64]byte
+	dst = appendJSONString(dst, string(e.g.appendText(tok[:0], k, k+1)))
+	if k == e.g.seq.outputTokens-1 {
+		dst = append(dst, e.lastSuffix...)
+	} else {
+		dst = append(dst, e.suffix...)
+	}
+	return append(dst, '\n', '\n')
+}
+
+// usageChunk is the stream_options.include_usage chunk: no choices, usage.
+func (e *chunkEncoder) usageChunk(u *openai.Usage) []byte {
+	g := e.g
+	if g.p.chat {
+		return mustJSON(openai.ChatCompletionChunk{
+			ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.model,
+			Choices: []openai.ChatChunkChoice{}, Usage: u,
+		})
+	}
+	return mustJSON(openai.CompletionResponse{
+		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.model,
+		Choices: []openai.CompletionChoice{}, Usage: u,
+	})
+}
+
+// appendEvent appends one "data: payload" event.
+func appendEvent(dst, payload []byte) []byte {
+	dst = append(dst, "data: "...)
+	dst = append(dst, payload...)
+	return append(dst, '\n', '\n')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string, escaping as encoding/json
+// does (quotes, backslash, control characters, <, >, &, U+2028/2029 and
+// invalid UTF-8 as U+FFFD).
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

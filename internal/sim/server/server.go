@@ -1,0 +1,234 @@
+// Package server is the live simulated vLLM server behind `llmlab sim`: an
+// OpenAI-compatible HTTP API on a real port whose tokens leave in wall-clock
+// time, step by step, as the engine model (internal/sim/engine) schedules
+// them.
+//
+// # Start-up
+//
+// Run profiles memory with engine.NewPlan. A configuration that does not fit
+// fails like vLLM, which fails in its profiling run after the weights are
+// loaded: after half of the start-up time, the error is printed to
+// Config.Stderr as "ValueError: …" and returned. Otherwise Run logs vLLM's
+// "GPU KV cache size: N tokens" and "Maximum concurrency for L tokens per
+// request: Kx" lines, waits out the rest of the start-up time without
+// listening (the port refuses connections while the model "loads", as
+// vLLM's does), then listens and logs "Starting vLLM API server on
+// http://host:port".
+//
+// # Engine loop
+//
+// One goroutine owns the scheduler (see loop.go): it takes new requests and
+// aborts from channels, runs a step, sleeps on a timer until the step's
+// modelled end (scheduled against absolute deadlines so handing out tokens
+// does not add drift), then hands each produced token to its request. When
+// idle it blocks. The wall-clock error of each step is exported as the
+// histogram llmlab_sim_step_lag_seconds.
+//
+// # Text
+//
+// Text prompts are counted by CountTokens (documented there); chat messages
+// are rendered with RenderChat's ChatML template and counted the same way;
+// token-id prompts count exactly. Output text is drawn word by word from a
+// fixed vocabulary (appendToken): at temperature 0 seeded by the prompt
+// hash, so the same prompt always yields the same text; at temperature > 0
+// (vLLM's default is 1.0 when the field is omitted) seeded by the request's
+// seed, or by the server seed and a request counter. Unless ignore_eos is
+// set, the simulated model stops ("stop") at a length drawn from the same
+// seed (8–263 tokens, at least min_tokens); if that is beyond max_tokens
+// the request ends with "length".
+//
+// # Differences from vLLM
+//
+// n > 1 and batches of prompts are rejected with 400; logprobs, stop
+// strings and tools are accepted and ignored; unknown routes answer 404 and
+// wrong methods 405 in the OpenAI error shape (vLLM's FastAPI answers
+// {"detail": …}); request bodies are limited to 1 MiB (413).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/llmlab/llmlab/internal/sim/engine"
+)
+
+// Config configures Run.
+type Config struct {
+	Engine          engine.Config
+	Host            string
+	Port            int
+	Model           string
+	ServedModelName string  // defaults to Model
+	StartupSeconds  float64 // < 0: use the plan's modelled StartupSeconds
+	Seed            int64
+	Logger          *slog.Logger
+	Stderr          io.Writer // where vLLM-style fatal errors are printed
+}
+
+// vllmVersion is what GET /version reports: the vLLM release whose
+// behaviour the simulator follows.
+const vllmVersion = "0.11.0"
+
+// maxBodyBytes limits request bodies (413 above it).
+const maxBodyBytes = 1 << 20
+
+// shutdownGrace bounds how long Run waits for handlers after the engine
+// loop has aborted their requests.
+const shutdownGrace = 5 * time.Second
+
+// Run starts the simulated vLLM server and blocks until ctx is done; then it
+// aborts the requests in flight (streams end with an error event), shuts the
+// HTTP server down and returns nil. It returns an error when the engine
+// cannot start (the text is vLLM's) or the port cannot be bound.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	stderr := cfg.Stderr
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	if cfg.ServedModelName == "" {
+		cfg.ServedModelName = cfg.Model
+	}
+	plan, planErr := engine.NewPlan(cfg.Engine)
+	startup := cfg.StartupSeconds
+	if startup < 0 {
+		startup = plan.StartupSeconds
+	}
+	if planErr != nil {
+		// vLLM fails in its profiling run, after loading the weights.
+		if !sleepCtx(ctx, seconds(startup/2)) {
+			return nil
+		}
+		msg := planErr.Error()
+		if !strings.Contains(msg, "Error: ") {
+			msg = "ValueError: " + msg
+		}
+		fmt.Fprintln(stderr, msg)
+		log.Error("engine core initialisation failed", "err", planErr.Error())
+		return fmt.Errorf("start engine: %w", planErr)
+	}
+	log.Info(fmt.Sprintf("GPU KV cache size: %s tokens", thousands(plan.KVTokens)))
+	log.Info(fmt.Sprintf("Maximum concurrency for %s tokens per request: %.2fx",
+		thousands(cfg.Engine.MaxModelLen), plan.MaxConcurrency))
+	log.Info("loading model", "model", cfg.Model, "startup_seconds", startup)
+	if !sleepCtx(ctx, seconds(startup)) {
+		return nil
+	}
+
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	s := newServer(cfg, plan, nil)
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	defer stopLoop()
+	go s.loop.run(loopCtx)
+
+	srv := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info(fmt.Sprintf("Starting vLLM API server on http://%s", ln.Addr()))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = fmt.Errorf("serve: %w", err)
+	}
+	// Abort the engine first so streams in flight end with an error event
+	// and their handlers return; then close the listener and wait for them.
+	stopLoop()
+	<-s.loop.done
+	shCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shCtx); err != nil {
+		_ = srv.Close()
+	}
+	if runErr == nil {
+		if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			runErr = fmt.Errorf("serve: %w", err)
+		}
+	}
+	log.Info("server stopped")
+	return runErr
+}
+
+// server holds what the HTTP handlers share.
+type server struct {
+	cfg         Config
+	plan        engine.Plan
+	maxModelLen int
+	loop        *loop
+	m           *metrics
+	created     int64 // unix time of start, for /v1/models
+	idBase      string
+	nextID      atomic.Uint64
+}
+
+// newServer builds the server and its engine loop (not yet running).
+func newServer(cfg Config, plan engine.Plan, observe stepObserver) *server {
+	if cfg.ServedModelName == "" {
+		cfg.ServedModelName = cfg.Model
+	}
+	m := newMetrics(cfg.ServedModelName, cfg.Engine.MaxModelLen)
+	now := time.Now()
+	return &server{
+		cfg:         cfg,
+		plan:        plan,
+		maxModelLen: cfg.Engine.MaxModelLen,
+		loop:        newLoop(engine.NewScheduler(cfg.Engine, plan), m, observe),
+		m:           m,
+		created:     now.Unix(),
+		idBase:      fmt.Sprintf("%016x", uint64(now.UnixNano())^uint64(cfg.Seed)),
+	}
+}
+
+// sleepCtx sleeps for d; false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// thousands formats n with comma separators, as Python's f"{n:,}".
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
