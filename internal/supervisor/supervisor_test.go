@@ -1,0 +1,312 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// The test binary doubles as a fake worker: with LLMLAB_FAKE_WORKER set it
+// behaves like a worker process (a real process, in its own process group).
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("LLMLAB_FAKE_WORKER"); mode != "" {
+		fakeWorker(mode, os.Args[len(os.Args)-1])
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func fakeWorker(mode, port string) {
+	switch mode {
+	case "oom":
+		time.Sleep(50 * time.Millisecond)
+		fmt.Println("INFO loading weights")
+		fmt.Println("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization`.")
+		fmt.Println("shutting down")
+		os.Exit(1)
+	case "hang":
+		select {}
+	case "ignore-term":
+		signal.Ignore(syscall.SIGTERM)
+	}
+	time.Sleep(100 * time.Millisecond) // loading: the port refuses connections
+	l, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	_ = http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+}
+
+func newSup(t *testing.T, mode string, tweak func(*Config)) *Supervisor {
+	t.Helper()
+	cfg := Config{
+		Command: func(host string, port int) []string {
+			return []string{os.Args[0], "-test.run=^$", fmt.Sprint(port)}
+		},
+		Env:            []string{"LLMLAB_FAKE_WORKER=" + mode},
+		LogDir:         t.TempDir(),
+		StartupTimeout: 10 * time.Second,
+		StopGrace:      2 * time.Second,
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	return s
+}
+
+func ensure(t *testing.T, s *Supervisor) *Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := s.EnsureReady(ctx)
+	if err != nil {
+		t.Fatalf("EnsureReady: %v", err)
+	}
+	return l
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func waitState(t *testing.T, s *Supervisor, want State) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.State() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s, want %s", s.State(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestColdStartServesAllWaiters(t *testing.T) {
+	s := newSup(t, "ok", nil)
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := ensure(t, s)
+			if resp, err := http.Get(l.URL + "/health"); err != nil {
+				t.Error(err)
+			} else {
+				resp.Body.Close()
+			}
+			l.Release()
+			l.Release() // harmless
+		}()
+	}
+	wg.Wait()
+	st := s.Status()
+	if st.State != "READY" || st.Starts != 1 || st.Leases != 0 {
+		t.Fatalf("status %+v: want READY, 1 start, 0 leases", st)
+	}
+	if st.LastColdStartSeconds < 0.1 || st.LastColdStartSeconds > 5 {
+		t.Fatalf("cold start %.3fs: the fake loads for 0.1s", st.LastColdStartSeconds)
+	}
+}
+
+func TestIdleStopKillsProcess(t *testing.T) {
+	s := newSup(t, "ok", func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	l := ensure(t, s)
+	pid := s.Status().PID
+	time.Sleep(400 * time.Millisecond)
+	if s.State() != Ready {
+		t.Fatal("stopped while a lease was held")
+	}
+	l.Release()
+	waitState(t, s, Stopped)
+	if alive(pid) {
+		t.Fatalf("worker pid %d still alive after idle stop", pid)
+	}
+	// Demand starts it again.
+	ensure(t, s).Release()
+	if st := s.Status(); st.Starts != 2 || st.PID == pid {
+		t.Fatalf("status %+v: want a second, new process", st)
+	}
+}
+
+func TestCrashDetectedAndRestartedOnDemand(t *testing.T) {
+	s := newSup(t, "ok", nil)
+	ensure(t, s).Release()
+	pid := s.Status().PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, Failed)
+	if st := s.Status(); !strings.Contains(st.LastError, "signal killed") {
+		t.Fatalf("last error %q should name the signal", st.LastError)
+	}
+	// The first retry is immediate.
+	ensure(t, s).Release()
+	if st := s.Status(); st.Starts != 2 || st.PID == pid || st.State != "READY" {
+		t.Fatalf("status %+v: want READY with a new process", st)
+	}
+}
+
+func TestFailedStartReportsWorkerErrorAndBacksOff(t *testing.T) {
+	s := newSup(t, "oom", func(c *Config) { c.RestartBackoff = time.Hour; c.MaxRestartBackoff = time.Hour })
+	ctx := context.Background()
+	for i := range 2 {
+		_, err := s.EnsureReady(ctx)
+		var ue *UnavailableError
+		if !errors.As(err, &ue) {
+			t.Fatalf("attempt %d: got %v, want UnavailableError", i, err)
+		}
+		if !strings.Contains(err.Error(), "No available memory for the cache blocks") {
+			t.Fatalf("attempt %d: error %q lacks the worker's line", i, err)
+		}
+	}
+	if st := s.Status(); st.Starts != 2 || st.ConsecutiveFailures != 2 {
+		t.Fatalf("status %+v: want 2 starts, 2 failures", st)
+	}
+	// Third demand is inside the back-off: answered at once, no start.
+	t0 := time.Now()
+	_, err := s.EnsureReady(ctx)
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.RetryAfter < 30*time.Minute {
+		t.Fatalf("got %v, want a back-off error with RetryAfter", err)
+	}
+	if time.Since(t0) > time.Second || s.Status().Starts != 2 {
+		t.Fatal("back-off did not answer at once without starting")
+	}
+	// An operator stop clears the failure; an admin start ignores back-off.
+	if err := s.Stop(ctx, "test"); err != nil || s.State() != Stopped {
+		t.Fatalf("stop: %v, state %s", err, s.State())
+	}
+}
+
+func TestStartupTimeout(t *testing.T) {
+	s := newSup(t, "hang", func(c *Config) { c.StartupTimeout = 300 * time.Millisecond })
+	_, err := s.EnsureReady(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "start-up timeout") {
+		t.Fatalf("got %v, want a start-up timeout", err)
+	}
+	pid := s.lastPIDForTest()
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("hung worker %d not killed", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestWaiterContextCancel(t *testing.T) {
+	s := newSup(t, "hang", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := s.EnsureReady(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want deadline exceeded", err)
+	}
+	if st := s.Status(); st.State != "STARTING" || st.Waiting != 0 {
+		t.Fatalf("status %+v: want STARTING with no waiter", st)
+	}
+}
+
+func TestStopDrainsLeases(t *testing.T) {
+	s := newSup(t, "ok", nil)
+	l := ensure(t, s)
+	pid := s.Status().PID
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop(context.Background(), "admin stop") }()
+	waitState(t, s, Draining)
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned while a lease was held")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if !alive(pid) {
+		t.Fatal("worker killed before drain finished")
+	}
+	l.Release()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if s.State() != Stopped || alive(pid) {
+		t.Fatalf("state %s, pid alive %v", s.State(), alive(pid))
+	}
+}
+
+func TestStopEscalatesToSIGKILL(t *testing.T) {
+	s := newSup(t, "ignore-term", func(c *Config) { c.StopGrace = 200 * time.Millisecond })
+	ensure(t, s).Release()
+	t0 := time.Now()
+	if err := s.Stop(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d < 200*time.Millisecond {
+		t.Fatalf("stopped after %v, before the grace period: SIGTERM was not ignored?", d)
+	}
+	if s.State() != Stopped {
+		t.Fatalf("state %s", s.State())
+	}
+}
+
+func TestClosedRefuses(t *testing.T) {
+	s := newSup(t, "ok", nil)
+	ensure(t, s).Release()
+	pid := s.Status().PID
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if alive(pid) {
+		t.Fatal("worker alive after Close")
+	}
+	if _, err := s.EnsureReady(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("got %v, want ErrClosed", err)
+	}
+}
+
+func TestBackoffSchedule(t *testing.T) {
+	s := &Supervisor{cfg: Config{RestartBackoff: time.Second, MaxRestartBackoff: 5 * time.Second}}
+	want := []time.Duration{0, 0, time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
+	for n, w := range want {
+		if got := s.backoff(n); got != w {
+			t.Errorf("backoff(%d) = %v, want %v", n, got, w)
+		}
+	}
+}
+
+func TestErrorLine(t *testing.T) {
+	got := errorLine([]string{"INFO a", `{"level":"ERROR","msg":"startup failed","error":"No available memory"}`, "bye"})
+	if got != "startup failed: No available memory" {
+		t.Fatalf("got %q", got)
+	}
+	if got := errorLine([]string{"a", "b"}); got != "b" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// lastPIDForTest is the pid of the most recent worker process, live or not.
+func (s *Supervisor) lastPIDForTest() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastPID
+}
