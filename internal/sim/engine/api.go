@@ -51,6 +51,9 @@ type Request struct {
 	ID           string
 	PromptTokens int // > 0
 	OutputTokens int // > 0; PromptTokens+OutputTokens <= MaxModelLen
+	// Ref is an opaque caller value echoed in this request's TokenEvents,
+	// so a caller can index its own state without a map lookup by ID.
+	Ref int
 }
 
 // TokenEvent says that request ID produced its output token number Index
@@ -59,6 +62,7 @@ type TokenEvent struct {
 	ID       string
 	Index    int
 	Finished bool
+	Ref      int // the Request's Ref
 }
 
 // Step is one scheduler iteration: what ran and how long it took on the GPU.
@@ -69,6 +73,8 @@ type Step struct {
 	ContextTokens int           // Σ context length read from KV this step
 	Tokens        []TokenEvent  // tokens produced, in scheduling order
 	Preempted     []string      // IDs preempted this step (put back at the front of waiting)
+	// Tokens and Preempted are backed by buffers that the next Step call
+	// reuses: copy what must outlive it.
 }
 
 // Stats is the scheduler's state after the last step, for /metrics.
