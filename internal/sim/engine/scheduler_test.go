@@ -175,12 +175,12 @@ func runRandomized(t *testing.T, seed uint64) {
 	s := NewScheduler(cfg, planWithBlocks(total))
 
 	type info struct {
-		out, got  int
-		aborted   bool
-		started   bool
-		finished  bool
-		addOrder  int
-		prompt    int
+		out, got int
+		aborted  bool
+		started  bool
+		finished bool
+		addOrder int
+		prompt   int
 	}
 	reqs := map[string]*info{}
 	var order []string // add order
