@@ -24,11 +24,15 @@ const samplerBytesPerDecodeSeq = 12
 //
 //	time = overhead + max(memory, compute)
 //	memory  = (weights + Σcontext·kv_bytes_per_token + decode_seqs·vocab·12 B) / bandwidth
-//	compute = (prefill_tokens + decode_seqs) · 2·params / (peak · efficiency)
+//	compute = ((prefill_tokens + decode_seqs) · 2·(params − vocab·hidden)
+//	           + decode_seqs · 2·vocab·hidden) / (peak · efficiency)
 //
 // The weights are streamed once per step whatever the batch; each KV entry
-// attended to is read once; each scheduled token costs 2 FLOPs per parameter
-// (attention FLOPs are < 2 % at these lengths and are left out). With a
+// attended to is read once; each scheduled token costs 2 FLOPs per
+// parameter of the transformer body, and only sampled positions pay for the
+// lm_head (vocab × hidden): vLLM computes logits for the last position of a
+// sequence only. The single logits row of a prefill that completes in the
+// step is left out, as are attention FLOPs (< 2 % at these lengths). With a
 // calibration it is the linear form A + B·prefill + C·decode + D·Σcontext,
 // whose coefficients a measurement on the real card gives directly.
 type StepModel struct {
@@ -37,7 +41,8 @@ type StepModel struct {
 	weights  float64 // seconds to stream the weights
 	perCtx   float64 // seconds per context token read
 	perSeqM  float64 // seconds of memory traffic per decode seq (sampler)
-	perTok   float64 // seconds of compute per scheduled token
+	perTok   float64 // seconds of compute per scheduled token (body)
+	perSeqC  float64 // seconds of lm_head compute per decode seq
 }
 
 // NewStepModel builds the step-time model for cfg. cfg must be valid.
@@ -50,13 +55,16 @@ func NewStepModel(cfg Config) (StepModel, error) {
 	if err != nil {
 		return StepModel{}, err
 	}
+	lmHead := int64(m.Vocab) * int64(m.Hidden)
+	flops := g.PeakFLOPS * g.ComputeEfficiency
 	return StepModel{
 		cal:      cfg.Calibration,
 		overhead: g.StepOverheadSeconds,
 		weights:  float64(m.WeightBytes()) / g.BandwidthBps,
 		perCtx:   float64(m.KVBytesPerToken()) / g.BandwidthBps,
 		perSeqM:  float64(m.Vocab*samplerBytesPerDecodeSeq) / g.BandwidthBps,
-		perTok:   2 * float64(m.Params) / (g.PeakFLOPS * g.ComputeEfficiency),
+		perTok:   2 * float64(m.Params-lmHead) / flops,
+		perSeqC:  2 * float64(lmHead) / flops,
 	}, nil
 }
 
@@ -70,7 +78,7 @@ func (sm StepModel) Seconds(prefillTokens, decodeSeqs, contextTokens int) float6
 		return sm.cal.A + sm.cal.B*p + sm.cal.C*d + sm.cal.D*c
 	}
 	mem := sm.weights + c*sm.perCtx + d*sm.perSeqM
-	comp := (p + d) * sm.perTok
+	comp := (p+d)*sm.perTok + d*sm.perSeqC
 	return sm.overhead + math.Max(mem, comp)
 }
 
@@ -89,7 +97,7 @@ func (sm StepModel) Linear() Calibration {
 	return Calibration{
 		A: sm.overhead + sm.weights,
 		B: sm.perTok,
-		C: sm.perTok + sm.perSeqM,
+		C: sm.perTok + sm.perSeqC + sm.perSeqM,
 		D: sm.perCtx,
 	}
 }
