@@ -3,10 +3,104 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/llmlab/llmlab/internal/gateway"
+	"github.com/llmlab/llmlab/internal/observability"
+	"github.com/llmlab/llmlab/internal/profile"
 )
 
-// TODO(owner of this file): replace with the real subcommand.
+// runServe runs the gateway and supervisor until ctx is cancelled (SIGINT,
+// SIGTERM), then drains and exits 0. Settings: flags > LLMLAB_* environment
+// > the profile's gateway: section > defaults.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("serve: not implemented yet")
+	fs := flag.NewFlagSet("llmlab serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	profileName := fs.String("profile", "", "model profile: an embedded name ("+joinNames()+") or a YAML file (env LLMLAB_PROFILE; default "+profile.DefaultName+")")
+	// Every knob is a string flag parsed by Settings.Set, so flags,
+	// environment and profile share one parser and one precedence rule.
+	def := gateway.Defaults()
+	vals := map[string]*string{}
+	for _, k := range def.Knobs() {
+		vals[k.Key] = fs.String(k.Flag(), "", fmt.Sprintf("%s (env %s; default %s)", k.Usage, k.Env(), k.Default()))
+	}
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: llmlab serve [flags]\n\nOpenAI-compatible gateway with a scale-to-zero worker supervisor.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: 2, err: err}
+	}
+	if fs.NArg() > 0 {
+		return &exitError{code: 2, err: fmt.Errorf("unexpected arguments: %v", fs.Args())}
+	}
+
+	name := *profileName
+	if name == "" {
+		name = os.Getenv("LLMLAB_PROFILE")
+	}
+	prof, err := profile.Load(name)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	set := gateway.Defaults()
+	if err := set.ApplyProfile(prof.Gateway); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if err := set.ApplyEnv(os.Getenv); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	var flagErr error
+	fs.Visit(func(f *flag.Flag) {
+		for _, k := range set.Knobs() {
+			if k.Flag() == f.Name {
+				if err := set.Set(k.Key, *vals[k.Key]); err != nil && flagErr == nil {
+					flagErr = fmt.Errorf("--%s: %w", f.Name, err)
+				}
+			}
+		}
+	})
+	if flagErr != nil {
+		return &exitError{code: 2, err: flagErr}
+	}
+	if err := set.Validate(); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	log, err := observability.NewLogger(stderr, set.LogLevel)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	srv, err := gateway.New(set, prof, gateway.Options{Logger: log, Executable: exe})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(set.Host, strconv.Itoa(set.Port)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	fmt.Fprintf(stdout, "llmlab serve: listening on http://%s (profile %s, engine %s)\n", ln.Addr(), prof.Name, prof.Engine)
+	return srv.Run(ctx, ln)
+}
+
+func joinNames() string {
+	s := ""
+	for i, n := range profile.Names() {
+		if i > 0 {
+			s += ", "
+		}
+		s += n
+	}
+	return s
 }

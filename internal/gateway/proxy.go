@@ -1,0 +1,189 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/llmlab/llmlab/internal/openai"
+	"github.com/llmlab/llmlab/internal/supervisor"
+)
+
+var errColdStartTimeout = errors.New("cold start timeout")
+
+// readAll reads a body, sized up front when the length is known so a large
+// prompt costs one allocation.
+func readAll(r io.Reader, n int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if n > 0 && n < 16<<20 {
+		buf.Grow(int(n) + 1)
+	}
+	_, err := buf.ReadFrom(r)
+	return buf.Bytes(), err
+}
+
+// admission is a request's place: a dispatcher slot and a worker lease.
+type admission struct {
+	release func()
+	lease   *supervisor.Lease
+	start   time.Time     // arrival
+	queued  time.Duration // waiting for a slot
+	held    time.Duration // waiting for a READY worker
+}
+
+func (a *admission) done() {
+	a.lease.Release()
+	a.release()
+}
+
+// admit waits for a place in the dispatcher, then for a READY worker. Both
+// waits together are bounded by ColdStartTimeout and by the client staying
+// connected: a client that leaves frees its place at once. On failure it
+// writes the error and returns false.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, route string) (*admission, bool) {
+	a := &admission{start: time.Now()}
+	ctx, cancel := context.WithTimeoutCause(r.Context(), s.set.ColdStartTimeout, errColdStartTimeout)
+	defer cancel()
+	rel, waited, err := s.disp.Acquire(ctx)
+	a.queued = waited
+	if waited > 0 {
+		s.metrics.QueueWait.Observe(waited.Seconds())
+	}
+	if err != nil {
+		s.admitError(w, r, err, "waiting in queue")
+		return nil, false
+	}
+	a.release = rel
+	t := time.Now()
+	lease, err := s.sup.EnsureReady(ctx)
+	a.held = time.Since(t)
+	if err != nil {
+		rel()
+		s.admitError(w, r, err, "waiting for worker")
+		return nil, false
+	}
+	a.lease = lease
+	return a, true
+}
+
+// send posts body to the worker. The upstream request carries the client's
+// context, so a client that disconnects cancels the worker's request too.
+func (s *Server) send(w http.ResponseWriter, r *http.Request, a *admission, path string, body []byte) (*http.Response, bool) {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, a.lease.URL+path, bytes.NewReader(body))
+	if err != nil {
+		s.fail(w, http.StatusInternalServerError, "internal", "build upstream request: %v", err)
+		return nil, false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for _, h := range []string{"Accept", "Authorization", "X-Request-Id"} {
+		if v := r.Header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
+	}
+	resp, err := s.upstream.Do(req)
+	if err != nil {
+		if r.Context().Err() != nil {
+			s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
+			w.WriteHeader(499)
+			return nil, false
+		}
+		// The worker died or refused: the supervisor notices the exit on
+		// its own; this client learns it now.
+		s.fail(w, http.StatusBadGateway, "upstream_error", "worker request failed: %v", err)
+		return nil, false
+	}
+	return resp, true
+}
+
+// forward proxies a validated OpenAI request.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, body []byte, stream bool) {
+	a, ok := s.admit(w, r, route)
+	if !ok {
+		return
+	}
+	defer a.done()
+	resp, ok := s.send(w, r, a, route, body)
+	if !ok {
+		return
+	}
+	defer resp.Body.Close()
+	if stream && resp.StatusCode == http.StatusOK {
+		s.relayStream(w, r, resp, route, a.start)
+		return
+	}
+	s.relayPlain(w, resp)
+}
+
+// hop-by-hop headers are not forwarded (RFC 9110 §7.6.1).
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
+	"Te": true, "Trailer": true, "Upgrade": true,
+}
+
+// relayPlain passes the worker's answer through unchanged: status, headers
+// and body bytes (a 400 "maximum context length" from vLLM reaches the
+// client as vLLM wrote it).
+func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response) {
+	for k, vs := range resp.Header {
+		if !hopHeaders[k] {
+			w.Header()[k] = vs
+		}
+	}
+	if resp.StatusCode >= 400 {
+		s.metrics.Errors.WithLabelValues("upstream_status", fmt.Sprint(resp.StatusCode)).Inc()
+	}
+	w.WriteHeader(resp.StatusCode)
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		s.metrics.Errors.WithLabelValues("upstream_interrupted", fmt.Sprint(resp.StatusCode)).Inc()
+		s.log.Warn("worker response interrupted", "error", err)
+	}
+}
+
+// relayStream copies an event stream one event at a time, flushing each, so
+// tokens reach the client as the worker produces them. If the worker's
+// stream breaks, the client gets an error event and [DONE] (the shape vLLM
+// uses for errors after a stream began) instead of a hang or a silent cut.
+func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.Response, route string, arrived time.Time) {
+	sw := openai.NewSSEWriter(w)
+	w.WriteHeader(http.StatusOK)
+	_ = http.NewResponseController(w).Flush()
+	rd := openai.NewSSEReader(resp.Body)
+	first, done := true, false
+	for {
+		data, err := rd.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) && done {
+				return
+			}
+			if r.Context().Err() != nil {
+				s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
+				return
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // the stream ended without [DONE]
+			}
+			s.metrics.Errors.WithLabelValues("stream_interrupted", "200").Inc()
+			s.log.Warn("worker stream broke", "route", route, "error", err)
+			_ = sw.WriteJSON(openai.NewError(http.StatusBadGateway, fmt.Sprintf("worker stream interrupted: %v", err)))
+			_ = sw.WriteDone()
+			return
+		}
+		if first {
+			first = false
+			s.metrics.TTFT.WithLabelValues(route).Observe(time.Since(arrived).Seconds())
+		}
+		if string(data) == openai.Done {
+			done = true
+		}
+		if err := sw.WriteData(data); err != nil {
+			// The client is gone; returning closes the upstream body, which
+			// the worker sees as a disconnect and aborts the request.
+			s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
+			return
+		}
+	}
+}

@@ -1,0 +1,195 @@
+// Package gateway is the OpenAI-compatible front of llmlab serve: it
+// validates requests at the edge, admits them through a bounded queue and
+// an in-flight limit, holds them while the supervisor brings the worker up,
+// and proxies them to the worker, streaming event by event.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/llmlab/llmlab/internal/observability"
+	"github.com/llmlab/llmlab/internal/profile"
+	"github.com/llmlab/llmlab/internal/queue"
+	"github.com/llmlab/llmlab/internal/supervisor"
+)
+
+// Server is the gateway and the supervisor of its worker.
+type Server struct {
+	set      Settings
+	prof     profile.Profile
+	log      *slog.Logger
+	sup      *supervisor.Supervisor
+	disp     *queue.Dispatcher
+	metrics  *observability.Metrics
+	upstream *http.Client
+	started  time.Time
+	handler  http.Handler
+}
+
+// Options are what New needs beyond settings and profile.
+type Options struct {
+	Logger *slog.Logger
+	// Executable is the llmlab binary that runs `llmlab sim` workers
+	// (normally os.Executable()).
+	Executable string
+}
+
+// New builds a server; nothing is started until Run.
+func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
+	if err := set.Validate(); err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	maxInFlight := set.MaxInFlight
+	if maxInFlight == 0 {
+		maxInFlight = prof.EngineArgs.MaxNumSeqs
+	}
+	m := observability.NewMetrics(supervisor.StateNames())
+	cmd, err := workerCommand(prof, set, opt.Executable)
+	if err != nil {
+		return nil, err
+	}
+	sup, err := supervisor.New(supervisor.Config{
+		Command:           cmd,
+		URL:               prof.URL,
+		LogDir:            set.LogDir,
+		StartupTimeout:    set.StartupTimeout,
+		IdleTimeout:       set.IdleTimeout,
+		DrainTimeout:      set.DrainTimeout,
+		StopGrace:         set.StopGrace,
+		RestartBackoff:    set.RestartBackoff,
+		MaxRestartBackoff: set.MaxRestartBackoff,
+		Logger:            log.With("component", "supervisor"),
+		Metrics:           m,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		set:     set,
+		prof:    prof,
+		log:     log,
+		sup:     sup,
+		metrics: m,
+		started: time.Now(),
+		disp: queue.NewDispatcher(queue.NewMemory(set.QueueMax), maxInFlight, func(depth, inFlight int) {
+			m.QueueDepth.Set(float64(depth))
+			m.InFlight.Set(float64(inFlight))
+		}),
+		upstream: &http.Client{Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        maxInFlight + 16,
+			MaxIdleConnsPerHost: maxInFlight + 16,
+			IdleConnTimeout:     90 * time.Second,
+			// Bodies pass through untouched; compression would only cost CPU
+			// on loopback.
+			DisableCompression: true,
+		}},
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// workerCommand returns how to run the profile's worker, nil for external.
+func workerCommand(p profile.Profile, set Settings, exe string) (func(host string, port int) []string, error) {
+	switch p.Engine {
+	case profile.EngineExternal:
+		return nil, nil
+	case profile.EngineVLLM:
+		base := p.VLLMArgs()
+		return func(host string, port int) []string {
+			return append(append([]string(nil), base...), "--host", host, "--port", strconv.Itoa(port))
+		}, nil
+	case profile.EngineSim:
+		if exe == "" {
+			return nil, errors.New("engine sim needs the llmlab executable")
+		}
+		args := []string{exe, "sim", "--model", p.Model, "--served-model-name", p.ModelName()}
+		args = append(args, p.EngineFlags()...)
+		args = append(args, "--gpu", p.Sim.GPU, "--model-spec", p.Sim.ModelSpec)
+		switch {
+		case set.WorkerStartupSeconds >= 0:
+			args = append(args, "--startup-seconds", strconv.FormatFloat(set.WorkerStartupSeconds, 'f', -1, 64))
+		case p.Sim.StartupSeconds != nil:
+			args = append(args, "--startup-seconds", strconv.FormatFloat(*p.Sim.StartupSeconds, 'f', -1, 64))
+		}
+		if p.Sim.Seed != nil {
+			args = append(args, "--seed", strconv.FormatInt(*p.Sim.Seed, 10))
+		}
+		if p.Sim.Calibration != "" {
+			args = append(args, "--calibration", p.Sim.Calibration)
+		}
+		return func(host string, port int) []string {
+			return append(append([]string(nil), args...), "--host", host, "--port", strconv.Itoa(port))
+		}, nil
+	}
+	return nil, fmt.Errorf("engine %q not supported", p.Engine)
+}
+
+// Handler is the gateway's HTTP handler (for tests and benchmarks).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Supervisor exposes the worker's supervisor.
+func (s *Server) Supervisor() *supervisor.Supervisor { return s.sup }
+
+// Run serves on ln until ctx is done, then shuts down: it stops accepting,
+// lets in-flight requests finish within ShutdownTimeout, stops the worker
+// and returns nil on a clean shutdown.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	supCtx, stopSup := context.WithCancel(context.Background())
+	supDone := make(chan struct{})
+	go func() { s.sup.Run(supCtx); close(supDone) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	s.log.Info("gateway listening", "addr", ln.Addr().String(), "profile", s.prof.Name, "engine", s.prof.Engine,
+		"model", s.prof.ModelName(), "max_in_flight", s.disp.MaxInFlight(), "queue_max", s.disp.QueueCap(),
+		"idle_timeout", s.set.IdleTimeout.String())
+
+	var runErr error
+	select {
+	case err := <-serveErr:
+		runErr = fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+		s.log.Info("shutting down: no new connections, finishing in-flight requests", "grace", s.set.ShutdownTimeout.String())
+	}
+	shCtx, cancel := context.WithTimeout(context.Background(), s.set.ShutdownTimeout)
+	if err := srv.Shutdown(shCtx); err != nil {
+		s.log.Warn("in-flight requests did not finish within the grace period; closing them", "error", err)
+		_ = srv.Close()
+	}
+	cancel()
+	stopSup()
+	<-supDone
+	// The worker gets its own grace: in-flight requests are done by now.
+	stCtx, cancel := context.WithTimeout(context.Background(), s.set.StopGrace+5*time.Second)
+	defer cancel()
+	if err := s.Close(stCtx); err != nil {
+		s.log.Warn("worker stop", "error", err)
+	}
+	s.log.Info("shutdown complete")
+	return runErr
+}
+
+// Close stops the worker (draining leases until ctx is done) and releases
+// upstream connections. Run calls it; tests that use Handler call it.
+func (s *Server) Close(ctx context.Context) error {
+	err := s.sup.Close(ctx)
+	s.upstream.CloseIdleConnections()
+	return err
+}
