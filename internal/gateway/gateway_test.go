@@ -26,9 +26,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fakeWorker is a vLLM-shaped worker with knobs for the cases under test.
 type fakeWorker struct {
 	ts        *httptest.Server
-	running   atomic.Int64 // requests inside a handler
-	cancelled atomic.Int64 // requests whose context ended early
-	lastBody  atomic.Value // []byte
+	running   atomic.Int64  // requests inside a handler
+	cancelled atomic.Int64  // requests whose context ended early
+	lastBody  atomic.Value  // []byte
 	gate      chan struct{} // if non-nil, streams wait on it between events
 	block     chan struct{} // if non-nil, non-stream requests wait on it
 	breakAt   int           // >0: kill the connection after this many events
