@@ -62,9 +62,12 @@ func (s *seq) poke() {
 	}
 }
 
-// stepObserver receives the modelled and actual wall-clock duration of each
-// step; the benchmark uses it to measure timing error. Nil in production.
-type stepObserver func(modelled, actual time.Duration, tokens int)
+// stepObserver receives each step's wall-clock start (its scheduled start:
+// the previous step's modelled end, or the time it was run after idling),
+// its modelled end (start + modelled GPU time) and its actual end (when its
+// tokens were handed out); the benchmark uses it to measure timing error.
+// Nil in production.
+type stepObserver func(start, modelledEnd, end time.Time, tokens int)
 
 // loop is the engine loop: a single goroutine that owns the scheduler. It
 // takes new requests and aborts from channels, runs a step, waits in wall
@@ -192,25 +195,33 @@ func (l *loop) run(ctx context.Context) {
 		end := time.Now()
 		l.m.stepLag.Observe(end.Sub(deadline).Seconds())
 		if l.observe != nil {
-			l.observe(step.Duration, end.Sub(start), len(step.Tokens))
+			l.observe(start, deadline, end, len(step.Tokens))
 		}
 		l.deliver(step, start, end)
 	}
 }
 
-// waitUntil sleeps until deadline on a timer, taking requests and aborts
-// while it waits so that handlers never block for a whole step. It returns
-// false when ctx ends first.
+// fineWindow is the final stretch before a step's modelled end that the
+// loop sleeps with fineSleep instead of a timer (see sleep_linux.go).
+const fineWindow = 2 * time.Millisecond
+
+// waitUntil sleeps until deadline, on a timer for the bulk, taking requests
+// and aborts while it waits so that handlers never block for a whole step,
+// then with fineSleep for the last fineWindow. It returns false when ctx
+// ends first.
 func (l *loop) waitUntil(ctx context.Context, timer *time.Timer, deadline time.Time) bool {
 	for {
 		d := time.Until(deadline)
 		if d <= 0 {
 			return true
 		}
-		timer.Reset(d)
+		if d <= fineWindow {
+			fineSleep(d)
+			return true
+		}
+		timer.Reset(d - fineWindow)
 		select {
 		case <-timer.C:
-			return true
 		case s := <-l.addCh:
 			timer.Stop()
 			l.add(s)
