@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/llmlab/llmlab/internal/observability"
@@ -98,8 +99,13 @@ func modelSpecFor(model string) string {
 // runSim is `llmlab sim` (serve like `vllm serve`) and `llmlab sim run`
 // (offline, virtual time).
 func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "run" {
-		return runSimOffline(args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "run":
+			return runSimOffline(args[1:], stdout, stderr)
+		case "plan":
+			return runSimPlan(args[1:], stdout, stderr)
+		}
 	}
 	fs := flag.NewFlagSet("llmlab sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -109,7 +115,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	port := fs.Int("port", 8000, "port to listen on")
 	startup := fs.Float64("startup-seconds", -1, "modelled load time before the port opens (default: what vLLM takes for this model on this GPU; 0 allowed)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: llmlab sim [flags]\n       llmlab sim run [flags]   (offline, virtual time; 'llmlab sim run -h')\n\n"+
+		fmt.Fprintln(stderr, "usage: llmlab sim [flags]\n       llmlab sim run [flags]    (offline, virtual time; 'llmlab sim run -h')\n"+
+			"       llmlab sim plan [flags]   (memory plan and modelled step times as JSON)\n\n"+
 			"A simulated vLLM engine: the same flags, API, health and metrics as `vllm serve`. Flags:")
 		fs.PrintDefaults()
 	}
@@ -226,4 +233,62 @@ func simStartupError(stderr io.Writer, err error) error {
 	}
 	fmt.Fprintln(stderr, msg)
 	return &exitError{code: 1}
+}
+
+// planReport is what `llmlab sim plan` prints: the start-up memory plan and
+// the step-time model, for documentation and for checking a configuration
+// without starting anything.
+type planReport struct {
+	GPU       string             `json:"gpu"`
+	ModelSpec string             `json:"model_spec"`
+	Plan      engine.Plan        `json:"plan"`
+	Log       []string           `json:"log"`
+	Linear    engine.Calibration `json:"step_linear"`
+	// DecodeStepSeconds is the modelled time of a pure decode step at each
+	// batch size, every sequence with a 300-token context.
+	DecodeStepSeconds map[string]float64 `json:"decode_step_s_ctx300"`
+	// Prefill200Seconds is a step prefilling one 200-token prompt alone.
+	Prefill200Seconds float64 `json:"prefill_200_step_s"`
+}
+
+// runSimPlan is `llmlab sim plan`: it profiles memory as start-up would and
+// prints the plan and modelled step times, or vLLM's error (exit 1).
+func runSimPlan(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("llmlab sim plan", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var ef engineFlags
+	ef.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: llmlab sim plan [flags]\n\nPrints the memory plan and modelled step times of a configuration as JSON. Flags:")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := ef.engineConfig()
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	plan, err := engine.NewPlan(cfg)
+	if err != nil {
+		return simStartupError(stderr, err)
+	}
+	sm, err := engine.NewStepModel(cfg)
+	if err != nil {
+		return fmt.Errorf("step model: %w", err)
+	}
+	rep := planReport{
+		GPU: cfg.GPU, ModelSpec: cfg.ModelSpec, Plan: plan, Log: plan.LogLines(cfg), Linear: sm.Linear(),
+		DecodeStepSeconds: map[string]float64{},
+		Prefill200Seconds: sm.Seconds(200, 0, 200),
+	}
+	for _, b := range []int{1, 8, 32, 64, 128, 256} {
+		rep.DecodeStepSeconds[strconv.Itoa(b)] = sm.Seconds(0, b, 300*b)
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	return nil
 }

@@ -137,3 +137,35 @@ func jsonNumber(f float64) string {
 	b, _ := json.Marshal(f)
 	return string(b)
 }
+
+func TestSimPlan(t *testing.T) {
+	p := start(t, "sim", "plan", "--max-num-seqs", "128", "--max-num-batched-tokens", "8192")
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.out.String())
+	}
+	var rep struct {
+		Plan struct {
+			KVTokens       int     `json:"kv_tokens"`
+			NumBlocks      int     `json:"num_blocks"`
+			MaxConcurrency float64 `json:"max_concurrency"`
+		} `json:"plan"`
+		Log    []string           `json:"log"`
+		Decode map[string]float64 `json:"decode_step_s_ctx300"`
+	}
+	if err := json.Unmarshal([]byte(p.out.String()), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, p.out.String())
+	}
+	if rep.Plan.KVTokens != 16*rep.Plan.NumBlocks || rep.Plan.KVTokens <= 0 || rep.Plan.MaxConcurrency != float64(rep.Plan.KVTokens)/512 {
+		t.Errorf("plan %+v", rep.Plan)
+	}
+	if !strings.Contains(strings.Join(rep.Log, "\n"), "GPU KV cache size: ") {
+		t.Errorf("log lines %q", rep.Log)
+	}
+	if !(rep.Decode["1"] > 0.005 && rep.Decode["1"] < rep.Decode["64"] && rep.Decode["64"] < rep.Decode["256"]) {
+		t.Errorf("decode step times %v", rep.Decode)
+	}
+	p = start(t, "sim", "plan", "--max-num-seqs", "256", "--max-num-batched-tokens", "16384")
+	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.out.String(), "No available memory for the cache blocks") {
+		t.Errorf("OOM plan: exit %d\n%s", code, p.out.String())
+	}
+}

@@ -27,21 +27,21 @@ type Config struct {
 
 // Plan is the outcome of start-up memory profiling, as vLLM logs it.
 type Plan struct {
-	TotalBytes      int64 // GPU memory
-	BudgetBytes     int64 // gpu_memory_utilization × TotalBytes
-	WeightBytes     int64
-	ActivationBytes int64 // peak activation of the profiling run
-	OverheadBytes   int64 // CUDA context, CUDA graphs, non-torch allocations
-	KVBytes         int64 // what is left for the KV cache
-	NumBlocks       int   // KV blocks of BlockSize tokens
-	KVTokens        int   // NumBlocks × BlockSize ("GPU KV cache size: N tokens")
+	TotalBytes      int64 `json:"total_bytes"`      // GPU memory
+	BudgetBytes     int64 `json:"budget_bytes"`     // gpu_memory_utilization × TotalBytes
+	WeightBytes     int64 `json:"weight_bytes"`     // model weights
+	ActivationBytes int64 `json:"activation_bytes"` // peak activation of the profiling run
+	OverheadBytes   int64 `json:"overhead_bytes"`   // CUDA context, CUDA graphs, non-torch allocations
+	KVBytes         int64 `json:"kv_bytes"`         // what is left for the KV cache
+	NumBlocks       int   `json:"num_blocks"`       // KV blocks of BlockSize tokens
+	KVTokens        int   `json:"kv_tokens"`        // NumBlocks × BlockSize ("GPU KV cache size: N tokens")
 	// MaxConcurrency is KVTokens / MaxModelLen
 	// ("Maximum concurrency for L tokens per request: Kx").
-	MaxConcurrency float64
+	MaxConcurrency float64 `json:"max_concurrency"`
 	// StartupSeconds is the modelled load time of this model on this GPU
 	// (weights, profiling, CUDA graph capture), used when --startup-seconds
 	// is not given.
-	StartupSeconds float64
+	StartupSeconds float64 `json:"startup_seconds"`
 }
 
 // Request is one sequence handed to the scheduler. The caller decides how
