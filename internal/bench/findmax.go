@@ -49,8 +49,9 @@ func (o FindMaxOptions) withDefaults() FindMaxOptions {
 type FindMaxStep struct {
 	Step int     `json:"step"`
 	Rate float64 `json:"rate"`
-	// Pass is SLO met with a generator that kept up; only passing steps
-	// can be the maximum.
+	// Pass is the step's slo_met; only passing steps can be the maximum.
+	// A step whose generator fell behind still counts (its latencies only
+	// grew by the lag), but the search is flagged GeneratorLimited.
 	Pass   bool   `json:"pass"`
 	Result Result `json:"result"`
 }
@@ -67,9 +68,8 @@ type FindMaxResult struct {
 	StepDurationS float64       `json:"step_duration_s"`
 	MaxSteps      int           `json:"max_steps"`
 	Steps         []FindMaxStep `json:"steps"`
-	// GeneratorLimited is set when a step failed because the generator
-	// itself fell behind: the maximum then says more about this machine
-	// than about the server.
+	// GeneratorLimited is set when a failing step's generator fell behind:
+	// the maximum may then say more about this machine than the server.
 	GeneratorLimited bool `json:"generator_limited"`
 }
 
@@ -105,7 +105,7 @@ func FindMax(ctx context.Context, cfg Config, opts FindMaxOptions) (FindMaxResul
 		if err != nil && !errors.Is(err, ctx.Err()) {
 			return out, fmt.Errorf("find-max step %d at %.3g req/s: %w", step, rate, err)
 		}
-		s := FindMaxStep{Step: step, Rate: rate, Pass: res.SLOMet && !res.GeneratorBehind, Result: res}
+		s := FindMaxStep{Step: step, Rate: rate, Pass: res.SLOMet, Result: res}
 		out.Steps = append(out.Steps, s)
 		if opts.OnStep != nil {
 			opts.OnStep(s)

@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llmlab/llmlab/internal/bench"
+)
+
+// startSim runs `llmlab sim` with no modelled load time and returns its URL.
+func startSim(t *testing.T) string {
+	t.Helper()
+	port := freePort(t)
+	p := start(t, "sim", "--port", itoa(port), "--startup-seconds", "0")
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitHTTP(t, p, url+"/health", 30*time.Second)
+	return url
+}
+
+// llmlab bench against llmlab sim: a short run at a rate the simulated RTX
+// 3050 serves easily must complete every request, meet the SLO, stream
+// 200 tokens per request and save a run file that reads back.
+func TestBenchAgainstSim(t *testing.T) {
+	url := startSim(t)
+	out := filepath.Join(t.TempDir(), "run.json")
+	p := start(t, "bench", "--url", url, "--rate", "4", "--duration", "6s", "--ramp", "1s",
+		"--profile", "e2e", "--out", out)
+	if code := p.wait(t, time.Minute); code != 0 {
+		t.Fatalf("bench exit %d:\n%s", code, p.out.String())
+	}
+	for _, want := range []string{"steady window", "ttft", "SLO (p95 e2e", "MET", "run file: " + out} {
+		if !strings.Contains(p.out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, p.out.String())
+		}
+	}
+	rf, err := bench.ReadRunFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rf.Results
+	if r == nil || r.Completed < 15 || r.ErrorRate != 0 || !rf.SLOMet {
+		t.Fatalf("results %+v", r)
+	}
+	if r.OutputTokensMean != 200 || r.InputTokens != 200*r.Completed {
+		t.Errorf("tokens: output mean %v (want 200), input %d (want 200 per request)", r.OutputTokensMean, r.InputTokens)
+	}
+	// The simulated 0.5B model decodes in milliseconds per token: TTFT and
+	// TPOT must be positive and TPOT well below TTFT + e2e.
+	if !(r.TTFTP50 > 0 && r.TPOTP50 > 0 && r.TPOTP50 < 0.1 && r.E2EP50 > r.TTFTP50+150*r.TPOTP50) {
+		t.Errorf("implausible timings: ttft %v tpot %v e2e %v", r.TTFTP50, r.TPOTP50, r.E2EP50)
+	}
+	if rf.Profile != "e2e" || rf.Config.Model == "" || rf.Environment.GoVersion == "" {
+		t.Errorf("run file header: profile %q model %q env %+v", rf.Profile, rf.Config.Model, rf.Environment)
+	}
+}
+
+// --find-max with a small budget records each step and a maximum.
+func TestBenchFindMaxAgainstSim(t *testing.T) {
+	url := startSim(t)
+	dir := t.TempDir()
+	p := start(t, "bench", "--url", url, "--find-max", "--rate", "2", "--find-max-steps", "2",
+		"--step-duration", "4s", "--runs-dir", dir, "--profile", "fm")
+	if code := p.wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("bench exit %d:\n%s", code, p.out.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*_run01_fm.json"))
+	if len(files) != 1 {
+		t.Fatalf("run files %v, want one run01 file", files)
+	}
+	rf, err := bench.ReadRunFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rf.Kind != bench.KindFindMax || rf.FindMax == nil || len(rf.FindMax.Steps) != 2 || rf.FindMax.MaxRate < 2 {
+		t.Fatalf("find-max record: %+v", rf.FindMax)
+	}
+	if !strings.Contains(p.out.String(), "max rate:") {
+		t.Errorf("no max rate in the summary:\n%s", p.out.String())
+	}
+}
+
+func TestBenchUsageAndConnectionErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--rate", "0"},
+		{"--arrival", "uniform"},
+		{"--endpoint", "nope"},
+		{"--warmup", "10s", "--duration", "5s"},
+		{"extra-arg"},
+	} {
+		p := start(t, append([]string{"bench", "--no-save"}, args...)...)
+		if code := p.wait(t, 30*time.Second); code != 2 {
+			t.Errorf("bench %v: exit %d, want 2 (usage)\n%s", args, code, p.out.String())
+		}
+	}
+	// Nothing listens: the model look-up fails with a clear error, exit 1.
+	port := freePort(t)
+	p := start(t, "bench", "--no-save", "--url", fmt.Sprintf("http://127.0.0.1:%d", port), "--duration", "1s")
+	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.out.String(), "discover model") {
+		t.Errorf("exit %d, want 1 with a model discovery error:\n%s", code, p.out.String())
+	}
+	// With --model given, every request fails as a connection error and the
+	// run still reports (and fails the SLO) rather than crashing.
+	out := filepath.Join(t.TempDir(), "refused.json")
+	p = start(t, "bench", "--out", out, "--model", "m", "--url", fmt.Sprintf("http://127.0.0.1:%d", port),
+		"--duration", "1s", "--ramp", "0s", "--rate", "5")
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.out.String())
+	}
+	rf, err := bench.ReadRunFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rf.SLOMet || rf.Results.Errors[bench.ClassConnection] != 5 {
+		t.Errorf("errors %v slo_met %v, want 5 connection errors", rf.Results.Errors, rf.SLOMet)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Error(err)
+	}
+}
