@@ -1,0 +1,447 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	oai "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+)
+
+const serveModel = "qwen2.5-0.5b-instruct"
+
+// startServe runs `llmlab serve` on a free port with a simulated worker
+// that loads in 0.3 s, and waits until the gateway answers.
+func startServe(t *testing.T, args ...string) (*proc, string) {
+	t.Helper()
+	port := freePort(t)
+	base := "http://127.0.0.1:" + itoa(port)
+	all := append([]string{"serve", "--port", itoa(port), "--worker-startup-seconds", "0.3",
+		"--log-dir", t.TempDir(), "--idle-timeout", "60s", "--stop-grace", "3s"}, args...)
+	p := start(t, all...)
+	waitHTTP(t, p, base+"/health", 10*time.Second)
+	return p, base
+}
+
+// serveStatus is the part of GET /status the tests read.
+type serveStatus struct {
+	Worker struct {
+		State     string  `json:"state"`
+		PID       int     `json:"pid"`
+		URL       string  `json:"url"`
+		Starts    int     `json:"starts"`
+		LastError string  `json:"last_error"`
+		ColdStart float64 `json:"last_cold_start_seconds"`
+	} `json:"worker"`
+	Queue struct {
+		Depth    int `json:"depth"`
+		InFlight int `json:"in_flight"`
+	} `json:"queue"`
+}
+
+func getStatus(t *testing.T, base string) serveStatus {
+	t.Helper()
+	resp, err := http.Get(base + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st serveStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func waitState(t *testing.T, base, state string, timeout time.Duration) serveStatus {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := getStatus(t, base)
+		if st.Worker.State == state {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker %s after %v, want %s", st.Worker.State, timeout, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func pidAlive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func waitPidGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for pidAlive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker pid %d still alive", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func client(base string) oai.Client {
+	return oai.NewClient(option.WithBaseURL(base+"/v1/"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+}
+
+func postJSON(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metric reads one sample (exact name with labels prefix) from a /metrics page.
+func metric(t *testing.T, url, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, series+" ") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, series)), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+func metricMatching(t *testing.T, url string, re *regexp.Regexp) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := re.FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no metric matching %s", re)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+func TestServeColdStartHoldsConcurrentRequests(t *testing.T) {
+	_, base := startServe(t)
+	if st := getStatus(t, base); st.Worker.State != "STOPPED" {
+		t.Fatalf("worker %s before any request", st.Worker.State)
+	}
+	c := client(base)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 12)
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch i % 3 {
+			case 0: // official client, completions
+				r, err := c.Completions.New(ctx, oai.CompletionNewParams{
+					Model: serveModel, Prompt: oai.CompletionNewParamsPromptUnion{OfString: oai.String("hello")}, MaxTokens: oai.Int(8),
+				})
+				if err == nil && (len(r.Choices) != 1 || r.Usage.CompletionTokens == 0) {
+					err = errors.New("empty completion")
+				}
+				errs <- err
+			case 1: // official client, streaming chat
+				s := c.Chat.Completions.NewStreaming(ctx, oai.ChatCompletionNewParams{
+					Model: serveModel, Messages: []oai.ChatCompletionMessageParamUnion{oai.UserMessage("hi")}, MaxTokens: oai.Int(8),
+				})
+				n := 0
+				for s.Next() {
+					n++
+				}
+				err := s.Err()
+				if err == nil && n == 0 {
+					err = errors.New("no chunks")
+				}
+				errs <- err
+			default: // plain HTTP, /generate
+				code, body := postJSON(t, base+"/generate", `{"prompt":"hi","max_new_tokens":4}`)
+				if code != 200 {
+					errs <- errors.New(body)
+				} else {
+					errs <- nil
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("held request failed: %v", err)
+		}
+	}
+	st := getStatus(t, base)
+	if st.Worker.State != "READY" || st.Worker.Starts != 1 {
+		t.Fatalf("after cold start: state %s starts %d, want READY 1", st.Worker.State, st.Worker.Starts)
+	}
+	if st.Worker.ColdStart < 0.3 || st.Worker.ColdStart > 5 {
+		t.Fatalf("cold start %.3fs; the worker models 0.3s", st.Worker.ColdStart)
+	}
+	// /v1/models answers from the profile.
+	resp, err := http.Get(base + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), serveModel) {
+		t.Fatalf("models: %s", b)
+	}
+}
+
+func TestServeIdleStopEndsWorkerProcess(t *testing.T) {
+	_, base := startServe(t, "--idle-timeout", "1s")
+	if code, body := postJSON(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":2}`); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	pid := getStatus(t, base).Worker.PID
+	if pid == 0 || !pidAlive(pid) {
+		t.Fatalf("worker pid %d not running", pid)
+	}
+	waitState(t, base, "STOPPED", 10*time.Second)
+	waitPidGone(t, pid)
+	if v := metric(t, base+"/metrics", "llmlab_worker_stops_total"); v != 1 {
+		t.Fatalf("llmlab_worker_stops_total = %v, want 1", v)
+	}
+	// Scale from zero again.
+	if code, body := postJSON(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":2}`); code != 200 {
+		t.Fatalf("after idle stop: %d %s", code, body)
+	}
+}
+
+func TestServeKilledWorkerIsRestartedOnDemand(t *testing.T) {
+	_, base := startServe(t)
+	if code, body := postJSON(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":2}`); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	pid := getStatus(t, base).Worker.PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, base, "FAILED", 2*time.Second) // noticed at once, without traffic
+	if !strings.Contains(st.Worker.LastError, "signal: killed") && !strings.Contains(st.Worker.LastError, "signal killed") {
+		t.Fatalf("last error %q", st.Worker.LastError)
+	}
+	if code, body := postJSON(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":2}`); code != 200 {
+		t.Fatalf("after crash: %d %s", code, body)
+	}
+	st = getStatus(t, base)
+	if st.Worker.State != "READY" || st.Worker.Starts != 2 || st.Worker.PID == pid {
+		t.Fatalf("after restart: %+v", st.Worker)
+	}
+	if v := metric(t, base+"/metrics", "llmlab_worker_crashes_total"); v != 1 {
+		t.Fatalf("llmlab_worker_crashes_total = %v", v)
+	}
+}
+
+func TestServeWorkerThatCannotStartGives503(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "oom.yaml")
+	// 256 seqs × 16384 batched tokens does not fit the default 4 GB card.
+	if err := os.WriteFile(prof, []byte(`name: oom
+engine: sim
+model: Qwen/Qwen2.5-0.5B-Instruct
+served_model_name: qwen2.5-0.5b-instruct
+engine_args:
+  max_model_len: 512
+  max_num_seqs: 256
+  max_num_batched_tokens: 16384
+gateway:
+  restart_backoff: 30s
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, base := startServe(t, "--profile", prof)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body := postJSON(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":2}`)
+			if code != 503 || !strings.Contains(body, "No available memory for the cache blocks") {
+				t.Errorf("want 503 with the worker's error, got %d %s", code, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if d := time.Since(t0); d > 15*time.Second {
+		t.Fatalf("failing start took %v", d)
+	}
+	// Inside the back-off: answered at once, with Retry-After, no new start.
+	resp, err := http.Post(base+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"hi"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	st := getStatus(t, base)
+	if st.Worker.State != "FAILED" || st.Worker.Starts > 2 {
+		t.Fatalf("crash loop? %+v", st.Worker)
+	}
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("during back-off: %d Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+func TestServeDisconnectCancelsUpstream(t *testing.T) {
+	_, base := startServe(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// 480 tokens take the modelled 4 GB card over 2 s.
+	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/completions",
+		strings.NewReader(`{"prompt":"hi","max_tokens":480,"ignore_eos":true,"stream":true}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	worker := getStatus(t, base).Worker.URL + "/metrics"
+	running := regexp.MustCompile(`(?m)^vllm:num_requests_running\{[^}]*\} (\S+)`)
+	if v := metricMatching(t, worker, running); v != 1 {
+		t.Fatalf("worker running %v, want 1", v)
+	}
+	t0 := time.Now()
+	cancel()
+	resp.Body.Close()
+	for metricMatching(t, worker, running) != 0 {
+		if time.Since(t0) > 1500*time.Millisecond {
+			t.Fatal("worker still running the request after the client left")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	finished := regexp.MustCompile(`(?m)^vllm:request_success_total\{[^}]*finished_reason="length"[^}]*\} (\S+)`)
+	if v := metricMatching(t, worker, finished); v != 0 {
+		t.Fatalf("the request ran to its end (%v finished): not cancelled", v)
+	}
+	st := getStatus(t, base)
+	if st.Queue.InFlight != 0 {
+		t.Fatalf("gateway still counts %d in flight", st.Queue.InFlight)
+	}
+}
+
+func TestServeSIGTERMDrainsInFlight(t *testing.T) {
+	p, base := startServe(t, "--shutdown-timeout", "20s")
+	resp, err := http.Post(base+"/v1/completions", "application/json",
+		strings.NewReader(`{"prompt":"hi","max_tokens":200,"ignore_eos":true,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	pid := getStatus(t, base).Worker.PID
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("stream cut during drain: %v", err)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(string(rest)), "data: [DONE]") || strings.Contains(string(rest), `"error"`) {
+		t.Fatalf("stream did not finish cleanly: ...%s", tail(string(rest), 300))
+	}
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	waitPidGone(t, pid)
+}
+
+func TestServeBadInput(t *testing.T) {
+	_, base := startServe(t, "--max-body-bytes", "2000")
+	cases := []struct {
+		method, path, body string
+		code               int
+	}{
+		{"POST", "/v1/completions", `{"prompt": "hi"`, 400},
+		{"POST", "/v1/completions", `{"prompt": 7}`, 400},
+		{"POST", "/v1/chat/completions", `{"messages":"hi"}`, 400},
+		{"POST", "/v1/completions", `{"prompt":"` + strings.Repeat("a", 3000) + `"}`, 413},
+		{"GET", "/nope", "", 404},
+		{"DELETE", "/v1/models", "", 405},
+		{"POST", "/v1/completions", `{"model":"other","prompt":"hi"}`, 404},
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct {
+			Error struct {
+				Message string `json:"message"`
+				Code    int    `json:"code"`
+			} `json:"error"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || err != nil || e.Error.Message == "" || e.Error.Code != c.code {
+			t.Errorf("%s %s %.40q: status %d %+v, want %d with an OpenAI error", c.method, c.path, c.body, resp.StatusCode, e, c.code)
+		}
+	}
+	// The official client sees the same errors as typed API errors.
+	c := client(base)
+	_, err := c.Completions.New(context.Background(), oai.CompletionNewParams{
+		Model: "gpt-unknown", Prompt: oai.CompletionNewParamsPromptUnion{OfString: oai.String("hi")},
+	})
+	var apiErr *oai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 {
+		t.Fatalf("official client: %v", err)
+	}
+	if st := getStatus(t, base); st.Worker.Starts != 0 {
+		t.Fatal("bad input started the worker")
+	}
+}
+
+func TestServeAdminStartStop(t *testing.T) {
+	_, base := startServe(t)
+	if code, body := postJSON(t, base+"/admin/worker/start", ""); code != 202 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	st := waitState(t, base, "READY", 10*time.Second)
+	if code, body := postJSON(t, base+"/admin/worker/stop", ""); code != 200 || !strings.Contains(body, `"STOPPED"`) {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	waitPidGone(t, st.Worker.PID)
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
