@@ -66,8 +66,12 @@ func (e *engineFlags) engineConfig() (engine.Config, error) {
 	if spec == "" {
 		spec = modelSpecFor(e.model)
 	}
+	gpu := e.gpu
+	if gpu == "" {
+		gpu = engine.DefaultGPU // a profile may leave sim.gpu empty
+	}
 	cfg := engine.Config{
-		GPU: e.gpu, ModelSpec: spec, MaxModelLen: e.maxModelLen,
+		GPU: gpu, ModelSpec: spec, MaxModelLen: e.maxModelLen,
 		GPUMemoryUtilization: e.gpuUtil, MaxNumSeqs: e.maxNumSeqs,
 		MaxNumBatchedTokens: e.maxNumBatchedTokens, EnableChunkedPrefill: e.chunked && !e.noChunked,
 		BlockSize: e.blockSize,
