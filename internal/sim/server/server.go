@@ -119,9 +119,11 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Error("engine core initialisation failed", "err", planErr.Error())
 		return fmt.Errorf("start engine: %w", planErr)
 	}
-	log.Info(fmt.Sprintf("GPU KV cache size: %s tokens", thousands(plan.KVTokens)))
-	log.Info(fmt.Sprintf("Maximum concurrency for %s tokens per request: %.2fx",
-		thousands(cfg.Engine.MaxModelLen), plan.MaxConcurrency))
+	// vLLM's profiling lines, ending with "GPU KV cache size: N tokens" and
+	// "Maximum concurrency for L tokens per request: Kx".
+	for _, line := range plan.LogLines(cfg.Engine) {
+		log.Info(line)
+	}
 	log.Info("loading model", "model", cfg.Model, "startup_seconds", startup)
 	if !sleepCtx(ctx, seconds(startup)) {
 		return nil
@@ -212,23 +214,3 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-
-// thousands formats n with comma separators, as Python's f"{n:,}".
-func thousands(n int) string {
-	s := strconv.Itoa(n)
-	neg := strings.HasPrefix(s, "-")
-	if neg {
-		s = s[1:]
-	}
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
