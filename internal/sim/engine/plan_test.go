@@ -205,3 +205,32 @@ func TestThousands(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryKnownPairServesDefaults: vLLM's default flags (256 seqs, 2048
+// tokens) at max_model_len 512 start on every known GPU with every known
+// model, and more memory gives more KV cache.
+func TestEveryKnownPairServesDefaults(t *testing.T) {
+	for _, m := range ModelNames() {
+		prev := 0
+		for _, g := range GPUNames() { // ordered by memory
+			cfg := defaultConfig(256, 2048)
+			cfg.GPU, cfg.ModelSpec = g, m
+			p, err := NewPlan(cfg)
+			if err != nil {
+				t.Errorf("%s on %s: %v", m, g, err)
+				continue
+			}
+			if p.KVTokens < prev {
+				t.Errorf("%s on %s: %d KV tokens, fewer than a smaller card's %d", m, g, p.KVTokens, prev)
+			}
+			prev = p.KVTokens
+			sm, err := NewStepModel(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := sm.Seconds(0, 1, 300); d <= 0 || d > 0.01 {
+				t.Errorf("%s on %s: batch-1 decode %v s", m, g, d)
+			}
+		}
+	}
+}
