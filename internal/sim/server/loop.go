@@ -138,6 +138,9 @@ func (l *loop) run(ctx context.Context) {
 	for {
 		if !l.sched.HasWork() {
 			l.updateGauges()
+			// The modelled GPU goes idle: the next step starts when work
+			// arrives, not at the last step's end.
+			deadline = time.Time{}
 			// Idle: block on the channels (no busy loop).
 			select {
 			case s := <-l.addCh:

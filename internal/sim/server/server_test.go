@@ -742,3 +742,25 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// TestStepAfterIdleStartsNow: after the engine idles, the next step starts
+// when its request arrives, never back-dated to the previous step's end.
+func TestStepAfterIdleStartsNow(t *testing.T) {
+	ts := startServer(t, testConfig(), nil)
+	sm := ts.loop.sched.StepModel()
+	prefill := sm.Duration(500, 0, 500)
+	for i := 0; i < 5; i++ {
+		if code, body := ts.post(t, "/v1/completions", obj{"prompt": make([]int, 10), "max_tokens": 1}); code != 200 {
+			t.Fatalf("warm-up: %s", body)
+		}
+		time.Sleep(time.Duration(i) * time.Millisecond)
+		began := time.Now()
+		code, body := ts.post(t, "/v1/completions", obj{"prompt": make([]int, 500), "max_tokens": 1})
+		if code != 200 {
+			t.Fatalf("status %d: %s", code, body)
+		}
+		if took := time.Since(began); took < prefill {
+			t.Fatalf("a %v prefill step answered after %v", prefill, took)
+		}
+	}
+}
