@@ -19,7 +19,13 @@ import (
 	"github.com/llmlab/llmlab/internal/slo"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// perf_test.go re-executes this binary as its endpoint process.
+	if spec := os.Getenv(perfServeEnv); spec != "" {
+		servePerf(spec)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // scenario returns the standard scenario with n output tokens.
 func scenario(t testing.TB, out int) Scenario {

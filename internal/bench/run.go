@@ -342,10 +342,29 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, nil
 }
 
-// dispatch starts one goroutine per request at its scheduled time and never
-// waits for a response, so a slow server cannot slow the arrivals. It
+// job is one request handed to a worker.
+type job struct {
+	i     int
+	sched time.Duration
+}
+
+// worker is a goroutine that sends requests one after another, with
+// scratch space reused between them. Reusing goroutines (as vegeta does)
+// spares each request a fresh stack that net/http would grow again, and the
+// buffers spare the garbage collector.
+type worker struct {
+	itls []time.Duration
+	buf  []byte
+}
+
+// dispatch hands each request to an idle worker at its scheduled time, or
+// starts a new worker when none is idle, so it never waits for a response
+// and a slow server cannot slow the arrivals. Workers live until the end of
+// the run; there are as many as requests were ever in flight at once. It
 // returns the offset at which it stopped (Duration unless ctx ended first).
 func (r *runner) dispatch(ctx context.Context, sched []time.Duration) time.Duration {
+	jobs := make(chan job)
+	defer close(jobs)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for i, at := range sched {
@@ -359,20 +378,33 @@ func (r *runner) dispatch(ctx context.Context, sched []time.Duration) time.Durat
 		} else if ctx.Err() != nil {
 			return r.since()
 		}
-		r.wg.Add(1)
-		go r.one(ctx, i, at)
+		j := job{i: i, sched: at}
+		select {
+		case jobs <- j:
+		default:
+			r.wg.Add(1)
+			go r.work(ctx, j, jobs)
+		}
 	}
 	return r.cfg.Duration
 }
 
-// one sends request i and records its outcome.
-func (r *runner) one(ctx context.Context, i int, sched time.Duration) {
+func (r *runner) work(ctx context.Context, first job, jobs <-chan job) {
 	defer r.wg.Done()
-	o := outcome{sched: sched, sent: r.since()}
-	r.rec.started(sched, o.sent)
+	w := &worker{itls: make([]time.Duration, 0, r.cfg.Scenario.OutputTokens), buf: make([]byte, 4096)}
+	r.one(ctx, w, first)
+	for j := range jobs {
+		r.one(ctx, w, j)
+	}
+}
+
+// one sends a request and records its outcome.
+func (r *runner) one(ctx context.Context, w *worker, j job) {
+	o := outcome{sched: j.sched, sent: r.since()}
+	r.rec.started(j.sched, o.sent)
 	// The deadline runs from the scheduled time: it bounds the requests
 	// alive at once to about Rate × Timeout whatever the server does.
-	reqCtx, cancel := context.WithDeadline(ctx, r.start.Add(sched+r.cfg.Timeout))
+	reqCtx, cancel := context.WithDeadline(ctx, r.start.Add(j.sched+r.cfg.Timeout))
 	defer cancel()
 	if r.sem != nil {
 		select {
@@ -385,7 +417,8 @@ func (r *runner) one(ctx context.Context, i int, sched time.Duration) {
 			return
 		}
 	}
-	r.exchange(ctx, reqCtx, i, &o)
+	o.itls = w.itls[:0]
+	r.exchange(ctx, reqCtx, w, j.i, &o)
 	r.rec.record(&o)
 }
 
@@ -411,7 +444,7 @@ type chunk struct {
 	Error   json.RawMessage `json:"error"`
 }
 
-func (r *runner) exchange(runCtx, ctx context.Context, i int, o *outcome) {
+func (r *runner) exchange(runCtx, ctx context.Context, w *worker, i int, o *outcome) {
 	body, err := r.bodies.body(i)
 	if err != nil {
 		o.end = r.since()
@@ -446,8 +479,7 @@ func (r *runner) exchange(runCtx, ctx context.Context, i int, o *outcome) {
 		r.readWhole(runCtx, resp.Body, o)
 		return
 	}
-	o.itls = make([]time.Duration, 0, r.cfg.Scenario.OutputTokens)
-	sse := openai.NewSSEReader(resp.Body)
+	sse := openai.NewSSEReaderBuffer(resp.Body, w.buf)
 	var (
 		last   time.Duration
 		events int

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -124,17 +125,21 @@ func (s Scenario) Path() string {
 // bodyBuilder makes each request's JSON body. Token prompts differ per
 // request (seeded ids) so a server's prefix cache cannot turn the standard
 // 200-token prefill into a cache hit; text prompts get a short unique prefix
-// for the same reason.
+// for the same reason. The body is marshalled once with a placeholder prompt
+// and each request's prompt is spliced in, so a body costs one small
+// allocation at thousands of requests per second.
 type bodyBuilder struct {
-	sc     Scenario
-	model  string
-	seed   uint64
-	text   string
-	system string
+	sc             Scenario
+	seed           uint64
+	prefix, suffix []byte // the body around the prompt value
+	quoted         []byte // text prompt JSON-quoted, without its opening quote
 }
 
+const promptPlaceholder = "\x00llmlab-prompt\x00"
+
 func newBodyBuilder(sc Scenario, model string, seed uint64) (*bodyBuilder, error) {
-	b := &bodyBuilder{sc: sc, model: model, seed: seed}
+	b := &bodyBuilder{sc: sc, seed: seed}
+	var text, system string
 	if sc.Prompt == PromptText {
 		var (
 			raw []byte
@@ -148,65 +153,80 @@ func newBodyBuilder(sc Scenario, model string, seed uint64) (*bodyBuilder, error
 		if err != nil {
 			return nil, fmt.Errorf("read prompt: %w", err)
 		}
-		b.text = strings.TrimSpace(string(raw))
+		text = strings.TrimSpace(string(raw))
 		if sc.Endpoint == EndpointChat {
 			sys, err := fs.ReadFile(configs.FS, "prompts/system.txt")
 			if err != nil {
 				return nil, fmt.Errorf("read system prompt: %w", err)
 			}
-			b.system = strings.TrimSpace(string(sys))
+			system = strings.TrimSpace(string(sys))
+		}
+		q, err := json.Marshal(text)
+		if err != nil {
+			return nil, fmt.Errorf("quote prompt: %w", err)
+		}
+		b.quoted = q[1:]
+	}
+	maxTokens := sc.OutputTokens
+	temp := sc.Temperature
+	var so *openai.StreamOptions
+	if sc.Stream {
+		so = &openai.StreamOptions{IncludeUsage: true}
+	}
+	var v any
+	switch sc.Endpoint {
+	case EndpointChat:
+		msgs := []openai.ChatMessage{}
+		if system != "" {
+			msgs = append(msgs, openai.TextMessage("system", system))
+		}
+		msgs = append(msgs, openai.TextMessage("user", promptPlaceholder))
+		v = openai.ChatCompletionRequest{
+			Model: model, Messages: msgs, MaxTokens: &maxTokens, Temperature: &temp,
+			Stream: sc.Stream, StreamOptions: so, IgnoreEOS: sc.IgnoreEOS,
+		}
+	default:
+		v = openai.CompletionRequest{
+			Model: model, Prompt: openai.Prompt{Text: promptPlaceholder, Count: 1}, MaxTokens: &maxTokens,
+			Temperature: &temp, Stream: sc.Stream, StreamOptions: so, IgnoreEOS: sc.IgnoreEOS,
 		}
 	}
-	return b, nil
-}
-
-// tokenIDs returns the prompt of request i: InputTokens ids drawn from a
-// range every common vocabulary holds (Qwen2.5 has 151936 ids), avoiding the
-// low ids where special tokens usually live.
-func (b *bodyBuilder) tokenIDs(i int) []int {
-	r := rand.New(rand.NewPCG(b.seed, uint64(i)))
-	ids := make([]int, b.sc.InputTokens)
-	for k := range ids {
-		ids[k] = 1000 + r.IntN(30000)
+	tmpl, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("marshal request body: %w", err)
 	}
-	return ids
+	ph, _ := json.Marshal(promptPlaceholder)
+	pre, suf, ok := bytes.Cut(tmpl, ph)
+	if !ok {
+		return nil, fmt.Errorf("request template lacks its prompt placeholder")
+	}
+	b.prefix, b.suffix = pre, suf
+	return b, nil
 }
 
 // body returns the JSON body of request i.
 func (b *bodyBuilder) body(i int) ([]byte, error) {
-	maxTokens := b.sc.OutputTokens
-	temp := b.sc.Temperature
-	var so *openai.StreamOptions
-	if b.sc.Stream {
-		so = &openai.StreamOptions{IncludeUsage: true}
+	if b.sc.Prompt == PromptTokens {
+		out := make([]byte, 0, len(b.prefix)+len(b.suffix)+7*b.sc.InputTokens+2)
+		out = append(out, b.prefix...)
+		out = append(out, '[')
+		// Ids from a range every common vocabulary holds (Qwen2.5 has
+		// 151936), above the low ids where special tokens usually live.
+		r := rand.New(rand.NewPCG(b.seed, uint64(i)))
+		for k := range b.sc.InputTokens {
+			if k > 0 {
+				out = append(out, ',')
+			}
+			out = strconv.AppendInt(out, int64(1000+r.IntN(30000)), 10)
+		}
+		out = append(out, ']')
+		return append(out, b.suffix...), nil
 	}
-	var v any
-	switch b.sc.Endpoint {
-	case EndpointChat:
-		msgs := []openai.ChatMessage{}
-		if b.system != "" {
-			msgs = append(msgs, openai.TextMessage("system", b.system))
-		}
-		msgs = append(msgs, openai.TextMessage("user", fmt.Sprintf("[%d] %s", i, b.text)))
-		v = openai.ChatCompletionRequest{
-			Model: b.model, Messages: msgs, MaxTokens: &maxTokens, Temperature: &temp,
-			Stream: b.sc.Stream, StreamOptions: so, IgnoreEOS: b.sc.IgnoreEOS,
-		}
-	default:
-		p := openai.Prompt{Count: 1}
-		if b.sc.Prompt == PromptTokens {
-			p.IsTokens, p.TokenIDs = true, b.tokenIDs(i)
-		} else {
-			p.Text = fmt.Sprintf("[%d] %s", i, b.text)
-		}
-		v = openai.CompletionRequest{
-			Model: b.model, Prompt: p, MaxTokens: &maxTokens, Temperature: &temp,
-			Stream: b.sc.Stream, StreamOptions: so, IgnoreEOS: b.sc.IgnoreEOS,
-		}
-	}
-	out, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("marshal request body: %w", err)
-	}
-	return out, nil
+	out := make([]byte, 0, len(b.prefix)+len(b.suffix)+len(b.quoted)+16)
+	out = append(out, b.prefix...)
+	out = append(out, `"[`...)
+	out = strconv.AppendInt(out, int64(i), 10)
+	out = append(out, "] "...)
+	out = append(out, b.quoted...)
+	return append(out, b.suffix...), nil
 }

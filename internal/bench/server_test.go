@@ -33,6 +33,8 @@ type testServer struct {
 	// Slots, when > 0, caps requests served at once (a server of fixed
 	// capacity); others wait their turn inside the server.
 	Slots int
+	// ConnState, when set, is the server's connection-state hook.
+	ConnState func(net.Conn, http.ConnState)
 
 	mu    sync.Mutex
 	slots chan struct{}
@@ -57,6 +59,7 @@ func (s *testServer) start(t testing.TB) string {
 	s.srv = httptest.NewUnstartedServer(mux)
 	s.srv.Listener.Close()
 	s.srv.Listener = l
+	s.srv.Config.ConnState = s.ConnState
 	s.srv.Start()
 	t.Cleanup(s.srv.Close)
 	return s.srv.URL
