@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -143,47 +144,84 @@ func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response) {
 	}
 }
 
-// relayStream copies an event stream one event at a time, flushing each, so
-// tokens reach the client as the worker produces them. If the worker's
-// stream breaks, the client gets an error event and [DONE] (the shape vLLM
-// uses for errors after a stream began) instead of a hang or a silent cut.
+// relayStream copies an event stream event by event. Each complete event is
+// written as soon as it is read, and the client connection is flushed
+// whenever nothing more has already arrived from the worker: a lone token
+// goes out at once, while tokens that arrive together (a busy batch) share
+// one flush and one system call. An incomplete event is never forwarded. If
+// the worker's stream breaks, the client gets an error event and [DONE] (the
+// shape vLLM uses for errors after a stream began) instead of a hang or a
+// silent cut.
 func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.Response, route string, arrived time.Time) {
-	sw := openai.NewSSEWriter(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	_ = http.NewResponseController(w).Flush()
-	rd := openai.NewSSEReader(resp.Body)
-	first, done := true, false
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+
+	br := s.readers.Get().(*bufio.Reader)
+	br.Reset(resp.Body)
+	defer func() { br.Reset(nil); s.readers.Put(br) }()
+	var event []byte // the event being assembled, up to its blank line
+	first, done, unflushed := true, false, false
 	for {
-		data, err := rd.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) && done {
-				return
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && err != bufio.ErrBufferFull && isBlank(line) {
+			if len(event) > 0 {
+				event = append(event, '\n')
+				if _, werr := w.Write(event); werr != nil {
+					// The client is gone; returning closes the upstream
+					// body, which the worker sees as a disconnect.
+					s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
+					return
+				}
+				unflushed = true
+				if first {
+					first = false
+					s.metrics.TTFT.WithLabelValues(route).Observe(time.Since(arrived).Seconds())
+				}
+				if bytes.Equal(bytes.TrimSpace(event), []byte("data: [DONE]")) {
+					done = true
+				}
+				event = event[:0]
 			}
-			if r.Context().Err() != nil {
+		} else {
+			event = append(event, line...)
+		}
+		if err == nil && br.Buffered() > 0 {
+			continue // more is here already: send it with the same flush
+		}
+		if unflushed {
+			if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
 				s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
 				return
 			}
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF // the stream ended without [DONE]
-			}
-			s.metrics.Errors.WithLabelValues("stream_interrupted", "200").Inc()
-			s.log.Warn("worker stream broke", "route", route, "error", err)
-			_ = sw.WriteJSON(openai.NewError(http.StatusBadGateway, fmt.Sprintf("worker stream interrupted: %v", err)))
-			_ = sw.WriteDone()
+			unflushed = false
+		}
+		if err == nil || err == bufio.ErrBufferFull {
+			continue
+		}
+		if errors.Is(err, io.EOF) && done {
 			return
 		}
-		if first {
-			first = false
-			s.metrics.TTFT.WithLabelValues(route).Observe(time.Since(arrived).Seconds())
-		}
-		if string(data) == openai.Done {
-			done = true
-		}
-		if err := sw.WriteData(data); err != nil {
-			// The client is gone; returning closes the upstream body, which
-			// the worker sees as a disconnect and aborts the request.
+		if r.Context().Err() != nil {
 			s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
 			return
 		}
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // the stream ended without [DONE]
+		}
+		s.metrics.Errors.WithLabelValues("stream_interrupted", "200").Inc()
+		s.log.Warn("worker stream broke", "route", route, "error", err)
+		sw := openai.NewSSEWriter(w)
+		_ = sw.WriteJSON(openai.NewError(http.StatusBadGateway, fmt.Sprintf("worker stream interrupted: %v", err)))
+		_ = sw.WriteDone()
+		return
 	}
+}
+
+func isBlank(line []byte) bool {
+	return len(line) == 1 || (len(line) == 2 && line[0] == '\r')
 }

@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/llmlab/llmlab/internal/observability"
@@ -31,6 +33,8 @@ type Server struct {
 	upstream *http.Client
 	started  time.Time
 	handler  http.Handler
+	// readers recycles the 32 KiB read buffers of relayed streams.
+	readers sync.Pool
 }
 
 // Options are what New needs beyond settings and profile.
@@ -96,6 +100,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 			DisableCompression: true,
 		}},
 	}
+	s.readers.New = func() any { return bufio.NewReaderSize(nil, 32<<10) }
 	s.handler = s.routes()
 	return s, nil
 }
@@ -116,6 +121,10 @@ func workerCommand(p profile.Profile, set Settings, exe string) (func(host strin
 		}
 		args := []string{exe, "sim", "--model", p.Model, "--served-model-name", p.ModelName()}
 		args = append(args, p.EngineFlags()...)
+		if !p.EngineArgs.EnableChunkedPrefill {
+			// The sim's chunked prefill defaults to on, as in vLLM V1.
+			args = append(args, "--no-enable-chunked-prefill")
+		}
 		args = append(args, "--gpu", p.Sim.GPU, "--model-spec", p.Sim.ModelSpec)
 		switch {
 		case set.WorkerStartupSeconds >= 0:

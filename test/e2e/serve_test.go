@@ -445,3 +445,127 @@ func tail(s string, n int) string {
 	}
 	return s[len(s)-n:]
 }
+
+// TestServeOverheadVsDirect measures, in one run, the same fast simulated
+// worker (an H100, no load time) straight and through `llmlab serve`:
+// added latency per request and per streamed token, and throughput ratio.
+//
+//	LLMLAB_BENCH=1 go test ./test/e2e -run TestServeOverheadVsDirect -v
+func TestServeOverheadVsDirect(t *testing.T) {
+	if os.Getenv("LLMLAB_BENCH") == "" {
+		t.Skip("set LLMLAB_BENCH=1 to measure the gateway against the worker")
+	}
+	wport := freePort(t)
+	worker := "http://127.0.0.1:" + itoa(wport)
+	wp := start(t, "sim", "--port", itoa(wport), "--gpu", "h100-80gb", "--startup-seconds", "0",
+		"--served-model-name", serveModel, "--max-num-seqs", "256", "--max-num-batched-tokens", "8192", "--log-level", "warn")
+	waitHTTP(t, wp, worker+"/health", 10*time.Second)
+	prof := filepath.Join(t.TempDir(), "ext.yaml")
+	if err := os.WriteFile(prof, []byte("name: bench\nengine: external\nurl: "+worker+
+		"\nmodel: Qwen/Qwen2.5-0.5B-Instruct\nserved_model_name: "+serveModel+
+		"\nengine_args:\n  max_num_seqs: 256\n  max_num_batched_tokens: 8192\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, gw := startServe(t, "--profile", prof, "--log-level", "warn")
+
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	do := func(base, body string) (total, ttft time.Duration, events int) {
+		t0 := time.Now()
+		resp, err := hc.Post(base+"/v1/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("%s: %d %s", base, resp.StatusCode, b)
+		}
+		br := bufio.NewReader(resp.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if strings.HasPrefix(line, "data: ") {
+				if events == 0 {
+					ttft = time.Since(t0)
+				}
+				events++
+			}
+			if err != nil {
+				break
+			}
+		}
+		return time.Since(t0), ttft, events
+	}
+	pct := func(d []time.Duration, p float64) time.Duration {
+		s := append([]time.Duration(nil), d...)
+		sortDurations(s)
+		return s[min(len(s)-1, int(p*float64(len(s))))]
+	}
+	plain := `{"model":"` + serveModel + `","prompt":"hello","max_tokens":1}`
+	stream := `{"model":"` + serveModel + `","prompt":"hello","max_tokens":200,"ignore_eos":true,"stream":true}`
+	for range 100 {
+		do(worker, plain)
+		do(gw, plain)
+	}
+	const n = 1000
+	var dl, gl []time.Duration
+	for range n { // interleaved: both see the same noise
+		a, _, _ := do(worker, plain)
+		b, _, _ := do(gw, plain)
+		dl, gl = append(dl, a), append(gl, b)
+	}
+	t.Logf("request (max_tokens 1), %d sequential: direct p50 %v p99 %v | gateway p50 %v p99 %v | added p50 %v p99 %v",
+		n, pct(dl, .5), pct(dl, .99), pct(gl, .5), pct(gl, .99), pct(gl, .5)-pct(dl, .5), pct(gl, .99)-pct(dl, .99))
+
+	const ns = 40
+	dl, gl = dl[:0], gl[:0]
+	var dt, gt []time.Duration
+	for range ns {
+		a, at, _ := do(worker, stream)
+		b, bt, _ := do(gw, stream)
+		dl, gl, dt, gt = append(dl, a), append(gl, b), append(dt, at), append(gt, bt)
+	}
+	t.Logf("stream of 200 tokens, %d sequential: direct p50 %v | gateway p50 %v | added TTFT p50 %v | added per token p50 %v",
+		ns, pct(dl, .5), pct(gl, .5), pct(gt, .5)-pct(dt, .5), (pct(gl, .5)-pct(dl, .5))/200)
+
+	rate := func(base, body string, conc int, dur time.Duration) (reqs, events float64) {
+		var mu sync.Mutex
+		var nr, ne int
+		stop := time.Now().Add(dur)
+		var wg sync.WaitGroup
+		for range conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(stop) {
+					_, _, ev := do(base, body)
+					mu.Lock()
+					nr++
+					ne += ev
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(nr) / dur.Seconds(), float64(ne) / dur.Seconds()
+	}
+	streamShort := `{"model":"` + serveModel + `","prompt":"hello","max_tokens":64,"ignore_eos":true,"stream":true}`
+	for _, c := range []struct {
+		name, body string
+		conc       int
+	}{{"non-stream max_tokens 1", plain, 32}, {"stream 64 tokens", streamShort, 32}} {
+		dr, de := rate(worker, c.body, c.conc, 4*time.Second)
+		gr, ge := rate(gw, c.body, c.conc, 4*time.Second)
+		t.Logf("throughput %s, %d clients: direct %.0f req/s (%.0f events/s), gateway %.0f req/s (%.0f events/s), ratio %.3f",
+			c.name, c.conc, dr, de, gr, ge, gr/dr)
+	}
+}
+
+func sortDurations(s []time.Duration) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
