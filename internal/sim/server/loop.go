@@ -39,6 +39,10 @@ type seq struct {
 
 	produced atomic.Int32
 	state    atomic.Int32
+	// cancelled is set by the handler before it sends an abort, so that the
+	// loop also drops a sequence whose abort it happens to receive before
+	// the sequence itself (the two travel on different channels).
+	cancelled atomic.Bool
 	// errMsg says why the sequence was aborted; written before state
 	// becomes stateAborted, so it is safe to read after seeing that.
 	errMsg string
@@ -79,6 +83,7 @@ type loop struct {
 	abortCh chan *seq
 	done    chan struct{} // closed when run returns
 	seqs    map[string]*seq
+	ready   []*seq // reused by deliver
 	observe stepObserver
 }
 
@@ -121,6 +126,7 @@ func (l *loop) abort(s *seq) {
 	if s.state.Load() != stateRunning {
 		return
 	}
+	s.cancelled.Store(true)
 	select {
 	case l.abortCh <- s:
 	case <-l.done:
@@ -239,6 +245,9 @@ func (l *loop) waitUntil(ctx context.Context, timer *time.Timer, deadline time.T
 }
 
 func (l *loop) add(s *seq) {
+	if s.cancelled.Load() {
+		return // its client went away before the loop took it
+	}
 	err := l.sched.Add(engine.Request{ID: s.id, PromptTokens: s.promptTokens, OutputTokens: s.outputTokens})
 	if err != nil {
 		// The handler validated the request against the same limits, so
@@ -263,10 +272,12 @@ func (l *loop) drop(s *seq) {
 }
 
 // deliver hands the step's tokens to their requests and records metrics.
+// Metrics are updated before any handler is woken, so a client that has
+// its answer and then scrapes /metrics sees its request counted.
 func (l *loop) deliver(step engine.Step, start, end time.Time) {
 	l.m.preemptions.Add(float64(len(step.Preempted)))
 	l.m.iterationTokens.Observe(float64(step.PrefillTokens + step.DecodeSeqs))
-	gen := 0
+	ready := l.ready[:0]
 	for _, ev := range step.Tokens {
 		s, ok := l.seqs[ev.ID]
 		if !ok {
@@ -275,7 +286,6 @@ func (l *loop) deliver(step engine.Step, start, end time.Time) {
 		if ev.Index < int(s.produced.Load()) {
 			continue // never hand out a token twice
 		}
-		gen++
 		if ev.Index == 0 {
 			l.m.promptTokens.Add(float64(s.promptTokens))
 			l.m.ttft.Observe(end.Sub(s.arrival).Seconds())
@@ -303,10 +313,15 @@ func (l *loop) deliver(step engine.Step, start, end time.Time) {
 			l.m.maxTokenHist.Observe(float64(s.maxTokens))
 			s.state.Store(stateFinished)
 		}
-		s.poke()
+		ready = append(ready, s)
 	}
-	l.m.genTokens.Add(float64(gen))
+	l.m.genTokens.Add(float64(len(ready)))
 	l.updateGauges()
+	for i, s := range ready {
+		s.poke()
+		ready[i] = nil
+	}
+	l.ready = ready
 }
 
 func (l *loop) updateGauges() {

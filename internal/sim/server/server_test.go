@@ -764,3 +764,24 @@ func TestStepAfterIdleStartsNow(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortBeforeAddIsHonoured: a request whose client goes away right
+// after submitting may have its abort reach the loop before the request
+// itself; it must never run.
+func TestAbortBeforeAddIsHonoured(t *testing.T) {
+	for i := 0; i < 10; i++ {
+		ts := startServer(t, testConfig(), nil)
+		sq := newSeq("cancelled", 10, 100, 100, openai.FinishLength, time.Now())
+		ts.loop.abort(sq) // queued first: the loop may take either channel first
+		if err := ts.loop.submit(context.Background(), sq); err != nil {
+			t.Fatal(err)
+		}
+		if code, body := ts.post(t, "/v1/completions", obj{"prompt": "hi", "max_tokens": 1}); code != 200 {
+			t.Fatalf("status %d: %s", code, body)
+		}
+		fams := ts.scrape(t)
+		if r, g := value(t, fams, "vllm:num_requests_running"), value(t, fams, "vllm:generation_tokens_total"); r != 0 || g != 1 {
+			t.Fatalf("iteration %d: the aborted request ran (running %v, generated %v)", i, r, g)
+		}
+	}
+}
