@@ -55,13 +55,14 @@ func BenchmarkLiveStepTiming(b *testing.B) {
 			cfg.Engine.MaxNumSeqs = 256
 			cfg.Engine.MaxNumBatchedTokens = 2048
 			for i := 0; i < b.N; i++ {
-				runStepTiming(b, cfg, streamsFlag)
+				runStepTiming(b, cfg, benchStreams)
 			}
 		})
 	}
 }
 
-var streamsFlag = 256
+// benchStreams is the number of concurrent streams of the benchmark.
+const benchStreams = 256
 
 func runStepTiming(b *testing.B, cfg Config, streams int) {
 	rec := &stepRecorder{}
