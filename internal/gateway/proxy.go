@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -73,31 +74,48 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, route string) (*a
 
 // send posts body to the worker. The upstream request carries the client's
 // context, so a client that disconnects cancels the worker's request too.
+// If the worker refuses the connection because it has just died (the
+// request never reached it, so resending is safe), send waits for a new
+// worker once, within the cold-start bound, and resends.
 func (s *Server) send(w http.ResponseWriter, r *http.Request, a *admission, path string, body []byte) (*http.Response, bool) {
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, a.lease.URL+path, bytes.NewReader(body))
-	if err != nil {
-		s.fail(w, http.StatusInternalServerError, "internal", "build upstream request: %v", err)
-		return nil, false
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for _, h := range []string{"Accept", "Authorization", "X-Request-Id"} {
-		if v := r.Header.Get(h); v != "" {
-			req.Header.Set(h, v)
+	for retried := false; ; retried = true {
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, a.lease.URL+path, bytes.NewReader(body))
+		if err != nil {
+			s.fail(w, http.StatusInternalServerError, "internal", "build upstream request: %v", err)
+			return nil, false
 		}
-	}
-	resp, err := s.upstream.Do(req)
-	if err != nil {
+		req.Header.Set("Content-Type", "application/json")
+		for _, h := range []string{"Accept", "Authorization", "X-Request-Id"} {
+			if v := r.Header.Get(h); v != "" {
+				req.Header.Set(h, v)
+			}
+		}
+		resp, err := s.upstream.Do(req)
+		if err == nil {
+			return resp, true
+		}
 		if r.Context().Err() != nil {
 			s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
 			w.WriteHeader(499)
 			return nil, false
 		}
-		// The worker died or refused: the supervisor notices the exit on
-		// its own; this client learns it now.
+		var op *net.OpError
+		if !retried && errors.As(err, &op) && op.Op == "dial" && a.lease.WorkerExited(r.Context(), time.Second) {
+			s.log.Info("worker died before the request reached it; waiting for a new one", "route", path)
+			a.lease.Release()
+			ctx, cancel := context.WithTimeoutCause(r.Context(), s.set.ColdStartTimeout, errColdStartTimeout)
+			lease, err := s.sup.EnsureReady(ctx)
+			cancel()
+			if err != nil {
+				s.admitError(w, r, err, "waiting for a restarted worker")
+				return nil, false
+			}
+			a.lease = lease
+			continue
+		}
 		s.fail(w, http.StatusBadGateway, "upstream_error", "worker request failed: %v", err)
 		return nil, false
 	}
-	return resp, true
 }
 
 // forward proxies a validated OpenAI request.

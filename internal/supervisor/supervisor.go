@@ -122,6 +122,26 @@ type Lease struct {
 	URL  string // worker base URL, e.g. http://127.0.0.1:41234
 	once sync.Once
 	s    *Supervisor
+	w    *worker
+}
+
+// WorkerExited waits up to d (or until ctx is done) for the leased worker's
+// process to exit, and reports whether it did; when it returns true the
+// state machine has already recorded the exit, so a following EnsureReady
+// starts a new worker. A gateway calls it when the worker refuses a
+// connection, to tell a worker that just died (retry) from one that is
+// alive but broken (report the error). For an external worker it returns
+// false after d.
+func (l *Lease) WorkerExited(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.w.reported:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // Release ends the lease.
@@ -225,7 +245,7 @@ func (s *Supervisor) EnsureReady(ctx context.Context) (*Lease, error) {
 		switch s.state {
 		case Ready:
 			s.leases++
-			return &Lease{URL: s.cur.url, s: s}, nil
+			return &Lease{URL: s.cur.url, s: s, w: s.cur}, nil
 		case Stopped:
 			s.startLocked("request waiting")
 			continue

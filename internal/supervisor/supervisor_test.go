@@ -310,3 +310,22 @@ func (s *Supervisor) lastPIDForTest() int {
 	defer s.mu.Unlock()
 	return s.lastPID
 }
+
+func TestLeaseWorkerExited(t *testing.T) {
+	s := newSup(t, "ok", nil)
+	l := ensure(t, s)
+	defer l.Release()
+	if l.WorkerExited(context.Background(), 50*time.Millisecond) {
+		t.Fatal("live worker reported as exited")
+	}
+	if err := syscall.Kill(s.Status().PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !l.WorkerExited(context.Background(), 5*time.Second) {
+		t.Fatal("killed worker not reported")
+	}
+	// The exit is already recorded: no window where READY points at a dead worker.
+	if st := s.State(); st != Failed {
+		t.Fatalf("state %s right after WorkerExited, want FAILED", st)
+	}
+}

@@ -30,9 +30,11 @@ type worker struct {
 	// stopping marks a stop the supervisor asked for, so its exit means
 	// STOPPED rather than FAILED (under mu).
 	stopping bool
-	// exited is closed by the wait goroutine after cmd.Wait returns.
-	exited  chan struct{}
-	exitErr error
+	// exited is closed by the wait goroutine after cmd.Wait returns, and
+	// reported once the state machine has recorded the exit.
+	exited   chan struct{}
+	reported chan struct{}
+	exitErr  error
 	// abort ends the start-up probe early.
 	probeCtx context.Context
 	abort    context.CancelFunc
@@ -55,7 +57,7 @@ func (w *worker) signal(sig syscall.Signal) {
 // startLocked creates a worker, enters STARTING and launches its goroutine.
 func (s *Supervisor) startLocked(cause string) {
 	s.starts++
-	w := &worker{started: time.Now(), exited: make(chan struct{})}
+	w := &worker{started: time.Now(), exited: make(chan struct{}), reported: make(chan struct{})}
 	w.probeCtx, w.abort = context.WithTimeout(context.Background(), s.cfg.StartupTimeout)
 	if m := s.cfg.Metrics; m != nil {
 		m.WorkerStarts.Inc()
@@ -119,6 +121,7 @@ func (s *Supervisor) wait(w *worker) {
 	w.abort()
 
 	s.mu.Lock()
+	defer close(w.reported) // runs after the unlock below
 	defer s.mu.Unlock()
 	if s.cur != w {
 		return // already failed (start-up timeout) and replaced

@@ -569,3 +569,35 @@ func sortDurations(s []time.Duration) {
 		}
 	}
 }
+
+func TestServeWorkerDeathMidStreamEndsWithError(t *testing.T) {
+	_, base := startServe(t)
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"messages":[{"role":"user","content":"hi"}],"max_tokens":480,"ignore_eos":true,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(getStatus(t, base).Worker.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(br); done <- string(b) }()
+	select {
+	case rest := <-done:
+		evs := strings.Split(strings.TrimSpace(rest), "\n\n")
+		if len(evs) < 2 || !strings.Contains(evs[len(evs)-2], `"error"`) || evs[len(evs)-1] != "data: [DONE]" {
+			t.Fatalf("stream should end with an error event and [DONE]: ...%s", tail(rest, 400))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("client hangs after the worker died")
+	}
+	// A non-streamed request now restarts the worker and succeeds.
+	if code, body := postJSON(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":2}`); code != 200 {
+		t.Fatalf("after death: %d %s", code, body)
+	}
+}
