@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"time"
 
@@ -74,9 +73,10 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, route string) (*a
 
 // send posts body to the worker. The upstream request carries the client's
 // context, so a client that disconnects cancels the worker's request too.
-// If the worker refuses the connection because it has just died (the
-// request never reached it, so resending is safe), send waits for a new
-// worker once, within the cold-start bound, and resends.
+// If the request fails before any response because the worker process has
+// just died (it refused the connection, or reset it while exiting), send
+// waits for a new worker once, within the cold-start bound, and resends:
+// the dead worker answered nothing, and generation has no side effects.
 func (s *Server) send(w http.ResponseWriter, r *http.Request, a *admission, path string, body []byte) (*http.Response, bool) {
 	for retried := false; ; retried = true {
 		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, a.lease.URL+path, bytes.NewReader(body))
@@ -99,8 +99,10 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, a *admission, path
 			w.WriteHeader(499)
 			return nil, false
 		}
-		var op *net.OpError
-		if !retried && errors.As(err, &op) && op.Op == "dial" && a.lease.WorkerExited(r.Context(), time.Second) {
+		// A dying worker's exit is recorded within milliseconds of its
+		// sockets closing; half a second is ample and bounds the delay
+		// of a 502 from a live but broken worker.
+		if !retried && a.lease.WorkerExited(r.Context(), 500*time.Millisecond) {
 			s.log.Info("worker died before the request reached it; waiting for a new one", "route", path)
 			a.lease.Release()
 			ctx, cancel := context.WithTimeoutCause(r.Context(), s.set.ColdStartTimeout, errColdStartTimeout)

@@ -329,3 +329,16 @@ func TestLeaseWorkerExited(t *testing.T) {
 		t.Fatalf("state %s right after WorkerExited, want FAILED", st)
 	}
 }
+
+func TestDrainTimeoutStopsAnyway(t *testing.T) {
+	s := newSup(t, "ok", func(c *Config) { c.DrainTimeout = 200 * time.Millisecond })
+	l := ensure(t, s)
+	defer l.Release()
+	t0 := time.Now()
+	if err := s.Stop(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d < 200*time.Millisecond || s.State() != Stopped {
+		t.Fatalf("stopped after %v in %s", d, s.State())
+	}
+}

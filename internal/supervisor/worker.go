@@ -200,22 +200,22 @@ func (s *Supervisor) healthy(ctx context.Context, url string) bool {
 
 // drain waits until no lease is held (or DrainTimeout), then terminates.
 func (s *Supervisor) drain(w *worker) {
-	deadline := time.NewTimer(s.cfg.DrainTimeout)
-	defer deadline.Stop()
+	timer := time.NewTimer(s.cfg.DrainTimeout)
+	defer timer.Stop()
 	s.mu.Lock()
 	for s.leases > 0 {
 		ch := s.changed
 		s.mu.Unlock()
 		select {
 		case <-ch:
-		case <-deadline.C:
-			s.log.Warn("drain timeout, stopping worker with requests in flight", "timeout", s.cfg.DrainTimeout)
 			s.mu.Lock()
-			goto stop
+			continue
+		case <-timer.C:
 		}
 		s.mu.Lock()
+		s.log.Warn("drain timeout, stopping worker with requests in flight", "in_flight", s.leases, "timeout", s.cfg.DrainTimeout.String())
+		break
 	}
-stop:
 	s.mu.Unlock()
 	s.terminate(w) // calls wg.Done
 }
