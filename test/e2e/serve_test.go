@@ -601,3 +601,53 @@ func TestServeWorkerDeathMidStreamEndsWithError(t *testing.T) {
 		t.Fatalf("after death: %d %s", code, body)
 	}
 }
+
+func TestServeSettingsPrecedence(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(prof, []byte(`name: prec
+engine: sim
+model: Qwen/Qwen2.5-0.5B-Instruct
+gateway:
+  queue_max: 5
+  max_in_flight: 3
+  idle_timeout: 42s
+  cold_start_timeout: 9s
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LLMLAB_QUEUE_MAX", "7")                                   // env beats profile
+	t.Setenv("LLMLAB_COLD_START_TIMEOUT", "")                           // empty: ignored
+	_, base := startServe(t, "--profile", prof, "--max-in-flight", "4") // flags beat both; startServe sets --idle-timeout 60s
+	resp, err := http.Get(base + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Queue struct {
+			Max         int `json:"max"`
+			MaxInFlight int `json:"max_in_flight"`
+		} `json:"queue"`
+		Idle float64 `json:"idle_timeout_seconds"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Queue.Max != 7 || st.Queue.MaxInFlight != 4 || st.Idle != 60 {
+		t.Fatalf("got queue_max %d max_in_flight %d idle %v; want 7 (env), 4 (flag), 60 (flag)", st.Queue.Max, st.Queue.MaxInFlight, st.Idle)
+	}
+}
+
+func TestServeUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--no-such-flag"},
+		{"serve", "--idle-timeout", "soon"},
+		{"serve", "--profile", "no-such-profile"},
+		{"serve", "extra-arg"},
+	} {
+		p := start(t, args...)
+		if code := p.wait(t, 10*time.Second); code != 2 {
+			t.Errorf("llmlab %v: exit %d, want 2; output:\n%s", args, code, p.out.String())
+		}
+	}
+}
