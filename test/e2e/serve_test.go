@@ -554,7 +554,11 @@ func TestServeOverheadVsDirect(t *testing.T) {
 	for _, c := range []struct {
 		name, body string
 		conc       int
-	}{{"non-stream max_tokens 1", plain, 32}, {"stream 64 tokens", streamShort, 32}} {
+	}{
+		{"non-stream max_tokens 1", plain, 32},
+		{"non-stream 32 tokens", `{"model":"` + serveModel + `","prompt":"hello","max_tokens":32,"ignore_eos":true}`, 32},
+		{"stream 64 tokens", streamShort, 32},
+	} {
 		dr, de := rate(worker, c.body, c.conc, 4*time.Second)
 		gr, ge := rate(gw, c.body, c.conc, 4*time.Second)
 		t.Logf("throughput %s, %d clients: direct %.0f req/s (%.0f events/s), gateway %.0f req/s (%.0f events/s), ratio %.3f",
