@@ -184,3 +184,19 @@ func BenchmarkCompletionDirect(b *testing.B)  { benchmarkPath(b, false, reqPlain
 func BenchmarkCompletionGateway(b *testing.B) { benchmarkPath(b, true, reqPlain) }
 func BenchmarkStream200Direct(b *testing.B)   { benchmarkPath(b, false, reqStream) }
 func BenchmarkStream200Gateway(b *testing.B)  { benchmarkPath(b, true, reqStream) }
+
+func BenchmarkCompletionGatewayParallel(b *testing.B) {
+	e := newBenchEnv(b)
+	defer e.close()
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := e.do(e.gateway, reqPlain); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
