@@ -368,6 +368,20 @@ func TestServeSIGTERMDrainsInFlight(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	// New connections are refused while the stream goes on.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		r, err := fresh.Get(base + "/health")
+		if err != nil {
+			break
+		}
+		r.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("gateway still accepts connections after SIGTERM")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	rest, err := io.ReadAll(br)
 	if err != nil {
 		t.Fatalf("stream cut during drain: %v", err)
