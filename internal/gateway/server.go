@@ -121,10 +121,6 @@ func workerCommand(p profile.Profile, set Settings, exe string) (func(host strin
 		}
 		args := []string{exe, "sim", "--model", p.Model, "--served-model-name", p.ModelName()}
 		args = append(args, p.EngineFlags()...)
-		if !p.EngineArgs.EnableChunkedPrefill {
-			// The sim's chunked prefill defaults to on, as in vLLM V1.
-			args = append(args, "--no-enable-chunked-prefill")
-		}
 		args = append(args, "--gpu", p.Sim.GPU, "--model-spec", p.Sim.ModelSpec)
 		switch {
 		case set.WorkerStartupSeconds >= 0:

@@ -82,8 +82,12 @@ func (p Profile) EngineFlags() []string {
 		"--max-num-seqs", strconv.Itoa(a.MaxNumSeqs),
 		"--max-num-batched-tokens", strconv.Itoa(a.MaxNumBatchedTokens),
 	}
+	// Both vLLM (V1 turns chunked prefill on by default) and the sim take
+	// the negated flag, so "off" must be said explicitly.
 	if a.EnableChunkedPrefill {
 		f = append(f, "--enable-chunked-prefill")
+	} else {
+		f = append(f, "--no-enable-chunked-prefill")
 	}
 	return append(f, "--block-size", strconv.Itoa(a.BlockSize))
 }

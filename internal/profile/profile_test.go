@@ -70,3 +70,14 @@ func TestLoadFileAndErrors(t *testing.T) {
 		t.Errorf("unknown profile error should list known ones, got %v", err)
 	}
 }
+
+func TestEngineFlagsChunkedPrefillOff(t *testing.T) {
+	p, err := Parse([]byte("name: x\nmodel: m\nengine_args: {enable_chunked_prefill: false, max_num_batched_tokens: 4096}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(p.EngineFlags(), " ")
+	if !strings.Contains(got, "--no-enable-chunked-prefill") || strings.Contains(got, " --enable-chunked-prefill") {
+		t.Errorf("flags with chunked prefill off = %q", got)
+	}
+}
