@@ -2,12 +2,16 @@ GO      ?= go
 BIN     ?= bin/llmlab
 PKGS    ?= ./...
 
-.PHONY: all build test lint bench run-sim clean
+.PHONY: all build run test lint bench clean
 
 all: lint build test
 
 build:
 	$(GO) build -o $(BIN) ./cmd/llmlab
+
+# The main job on the embedded default (see README).
+run: build
+	LLMLAB_BIN=$(BIN) scripts/quickstart.sh
 
 # Unit tests beside the code plus end-to-end tests in test/e2e, which build
 # the binary themselves and drive real processes on loopback.
