@@ -67,6 +67,12 @@ func servePerf(spec string) {
 func startPerfServer(t *testing.T, ttft, perToken time.Duration) string {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	// On a bigger machine, LLMLAB_PERF_SERVER_CPUS (a taskset list) puts the
+	// endpoint on other cores than the generator (itself started under
+	// taskset), so only the generator's own cost is measured.
+	if cpus := os.Getenv("LLMLAB_PERF_SERVER_CPUS"); cpus != "" {
+		cmd = exec.Command("taskset", "-c", cpus, os.Args[0], "-test.run=^$")
+	}
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s", perfServeEnv, ttft, perToken))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -435,15 +435,6 @@ func (r *runner) fail(runCtx context.Context, o *outcome, fallback string) {
 	}
 }
 
-// chunk is the part of a streamed event the generator reads. Choices is
-// decoded into empty structs: only their number matters, as in vLLM's
-// benchmark, where any chunk with a choice is a token event.
-type chunk struct {
-	Choices []struct{}      `json:"choices"`
-	Usage   *openai.Usage   `json:"usage"`
-	Error   json.RawMessage `json:"error"`
-}
-
 func (r *runner) exchange(runCtx, ctx context.Context, w *worker, i int, o *outcome) {
 	body, err := r.bodies.body(i)
 	if err != nil {
@@ -498,12 +489,12 @@ func (r *runner) exchange(runCtx, ctx context.Context, w *worker, i int, o *outc
 			break
 		}
 		var c chunk
-		if err := json.Unmarshal(data, &c); err != nil {
+		if err := parseChunk(data, &c); err != nil {
 			o.end = now
 			o.class = ClassBadResponse
 			return
 		}
-		if len(c.Error) > 0 && string(c.Error) != "null" {
+		if c.isError() {
 			o.end = now
 			o.class = ClassStreamError
 			return
@@ -545,7 +536,7 @@ func (r *runner) readWhole(runCtx context.Context, body io.Reader, o *outcome) {
 		o.class = ClassBadResponse
 		return
 	}
-	if len(c.Error) > 0 && string(c.Error) != "null" {
+	if c.isError() {
 		o.class = ClassStreamError
 		return
 	}
@@ -574,9 +565,13 @@ func (r *runner) progressLoop(done <-chan struct{}) {
 		p := r.rec.snapshot()
 		now := r.since()
 		dt := (now - prevAt).Seconds()
-		fmt.Fprintf(r.cfg.Progress, "\r\033[K%6.0fs/%.0fs  sent %d (%.1f/s)  done %d  rps %.1f  p95 %.3fs  errors %d  in-flight %d",
+		phase := ""
+		if now > r.cfg.Duration {
+			phase = "  (draining)"
+		}
+		fmt.Fprintf(r.cfg.Progress, "\r\033[K%6.0fs/%.0fs  sent %d (%.1f/s)  done %d  rps %.1f  p95 %.3fs  errors %d  in-flight %d%s",
 			now.Seconds(), r.cfg.Duration.Seconds(), p.sent, float64(p.sent-prevSent)/dt,
-			p.done, float64(p.windowOK)/dt, p.windowP95.Seconds(), p.failed, p.inflight)
+			p.done, float64(p.windowOK)/dt, p.windowP95.Seconds(), p.failed, p.inflight, phase)
 		prevSent, prevAt = p.sent, now
 	}
 }

@@ -33,7 +33,7 @@ func WriteSummary(w io.Writer, rf RunFile) error {
 func writeResult(tw *tabwriter.Writer, rf RunFile) {
 	r := rf.Results
 	ms := func(s float64) string { return fmt.Sprintf("%.1f", s*1e3) }
-	fmt.Fprintf(tw, "\nsteady window  %.0fs–%.0fs: %d requests, %d completed, %d failed (error rate %.3f%%)\n",
+	fmt.Fprintf(tw, "\nsteady window  %gs–%gs: %d requests, %d completed, %d failed (error rate %.3f%%)\n",
 		r.SteadyStartS, r.SteadyEndS, r.Requests, r.Completed, r.Failed, 100*r.ErrorRate)
 	fmt.Fprintf(tw, "throughput  %.2f req/s sustained (%.2f overall), goodput %.2f req/s (%.1f%% within %.3gs), %.0f output tok/s\n",
 		r.RPS, r.RPSOverall, r.GoodputRPS, 100*r.GoodputFrac, rf.SLO.P95E2ESeconds, r.OutputTokenRate)
