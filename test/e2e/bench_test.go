@@ -56,6 +56,22 @@ func TestBenchAgainstSim(t *testing.T) {
 	if rf.Profile != "e2e" || rf.Config.Model == "" || rf.Environment.GoVersion == "" {
 		t.Errorf("run file header: profile %q model %q env %+v", rf.Profile, rf.Config.Model, rf.Environment)
 	}
+
+	// The chat endpoint (text prompt) with Poisson arrivals works too.
+	out = filepath.Join(t.TempDir(), "chat.json")
+	p = start(t, "bench", "--url", url, "--endpoint", "chat", "--arrival", "poisson", "--rate", "4",
+		"--duration", "3s", "--output-len", "20", "--out", out)
+	if code := p.wait(t, time.Minute); code != 0 {
+		t.Fatalf("chat bench exit %d:\n%s", code, p.out.String())
+	}
+	rf, err = bench.ReadRunFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rf.Workload.Endpoint != "chat" || rf.Workload.Prompt != "text" || rf.Results.CompletedTotal == 0 ||
+		rf.Results.FailedTotal != 0 || rf.Results.OutputTokensMean != 20 {
+		t.Errorf("chat run: workload %+v results %+v", rf.Workload, rf.Results)
+	}
 }
 
 // --find-max with a small budget records each step and a maximum.
