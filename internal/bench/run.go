@@ -391,7 +391,8 @@ func (r *runner) dispatch(ctx context.Context, sched []time.Duration) time.Durat
 
 func (r *runner) work(ctx context.Context, first job, jobs <-chan job) {
 	defer r.wg.Done()
-	w := &worker{itls: make([]time.Duration, 0, r.cfg.Scenario.OutputTokens), buf: make([]byte, 4096)}
+	// +2: a chat stream opens with a role-only chunk, and servers may add one.
+	w := &worker{itls: make([]time.Duration, 0, r.cfg.Scenario.OutputTokens+2), buf: make([]byte, 4096)}
 	r.one(ctx, w, first)
 	for j := range jobs {
 		r.one(ctx, w, j)
