@@ -30,8 +30,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		prompt       = fs.String("prompt", "", "tokens (token-id prompt) or text (configs/prompts/prompt_200.txt); default: the scenario's")
 		rate         = fs.Float64("rate", 1, "steady arrival rate, requests/s (with --find-max: the first step's rate)")
 		duration     = fs.Duration("duration", 0, "sending time, ramp included (default: the SLO file's measurement duration, 10m)")
-		ramp         = fs.Duration("ramp", -1, "linear ramp from 0 to --rate (default: 10% of the duration, at most 30s)")
-		warmup       = fs.Duration("warmup", -1, "excluded from steady-state figures from the start (default: --ramp)")
+		ramp         = fs.Duration("ramp", 0, "linear ramp from 0 to --rate (default: 10% of the duration, at most 30s)")
+		warmup       = fs.Duration("warmup", 0, "excluded from steady-state figures from the start (default: --ramp)")
 		cooldown     = fs.Duration("cooldown", 0, "excluded from steady-state figures before the end")
 		arrival      = fs.String("arrival", bench.ArrivalConstant, "arrival process: constant, poisson or gamma")
 		burstiness   = fs.Float64("burstiness", 1, "gamma shape for --arrival gamma (1 = Poisson, <1 burstier)")
@@ -98,10 +98,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if d == 0 {
 		d = spec.Measurement.Duration
 	}
-	if *ramp < 0 {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["ramp"] {
 		*ramp = min(d/10, 30*time.Second)
 	}
-	if *warmup < 0 {
+	if !set["warmup"] {
 		*warmup = *ramp
 	}
 	cfg := bench.Config{
