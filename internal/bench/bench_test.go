@@ -216,12 +216,16 @@ func TestCancelStopsRunAndReturnsPartialResult(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	res, err := Run(ctx, Config{URL: url, Model: "m", Scenario: scenario(t, 2), Rate: 50, Duration: time.Minute, SLO: testSLO(5)})
+	res, err := Run(ctx, Config{URL: url, Model: "m", Scenario: scenario(t, 2), Rate: 50, Duration: time.Minute,
+		Warmup: 10 * time.Second, SLO: testSLO(5)})
 	if err == nil || !res.Interrupted {
 		t.Fatalf("err %v interrupted %v, want an interruption", err, res.Interrupted)
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("Run took %v after cancellation", time.Since(start))
+	}
+	if res.SteadyWindowS != 0 || res.RPS != 0 || res.DurationS > 1 {
+		t.Errorf("stopped before the warm-up ended: window %v s, rps %v, duration %v s", res.SteadyWindowS, res.RPS, res.DurationS)
 	}
 	if res.CanceledTotal == 0 || res.FailedTotal != 0 {
 		t.Errorf("canceled %d failed %d: canceled requests must not count as errors", res.CanceledTotal, res.FailedTotal)

@@ -584,7 +584,7 @@ func (r *runner) result(sched []time.Duration, stoppedAt time.Duration) Result {
 	defer rec.mu.Unlock()
 	from, to := rec.steadyFrom, rec.steadyTo
 	if stoppedAt < to {
-		to = stoppedAt
+		to = max(stoppedAt, from) // interrupted: the window ends early, possibly empty
 	}
 	window := (to - from).Seconds()
 	per := func(n int64) float64 {

@@ -32,7 +32,7 @@ func TestBenchAgainstSim(t *testing.T) {
 	if code := p.wait(t, time.Minute); code != 0 {
 		t.Fatalf("bench exit %d:\n%s", code, p.out.String())
 	}
-	for _, want := range []string{"steady window", "ttft", "SLO (p95 e2e", "MET", "run file: " + out} {
+	for _, want := range []string{"steady window", "ttft", "SLO (p95 e2e", "): MET", "run file: " + out} {
 		if !strings.Contains(p.out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, p.out.String())
 		}
@@ -71,6 +71,29 @@ func TestBenchAgainstSim(t *testing.T) {
 	if rf.Workload.Endpoint != "chat" || rf.Workload.Prompt != "text" || rf.Results.CompletedTotal == 0 ||
 		rf.Results.FailedTotal != 0 || rf.Results.OutputTokensMean != 20 {
 		t.Errorf("chat run: workload %+v results %+v", rf.Workload, rf.Results)
+	}
+}
+
+// Ctrl-C ends a run early: what was measured is still summarised and
+// saved, marked interrupted, and the exit status says it did not finish.
+func TestBenchInterrupted(t *testing.T) {
+	url := startSim(t)
+	out := filepath.Join(t.TempDir(), "int.json")
+	p := start(t, "bench", "--url", url, "--rate", "5", "--duration", "10m", "--ramp", "0s", "--out", out)
+	time.Sleep(2 * time.Second)
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 30*time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, p.out.String())
+	}
+	rf, err := bench.ReadRunFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rf.Results.Interrupted || rf.SLOMet || rf.Results.SentTotal < 5 || rf.Results.DurationS > 10 ||
+		rf.Results.SteadyWindowS <= 0 || rf.Results.SteadyWindowS > 10 {
+		t.Errorf("interrupted run: %+v", rf.Results)
 	}
 }
 
