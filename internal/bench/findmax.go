@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"time"
 )
 
@@ -94,6 +95,24 @@ func (f *FindMaxResult) best() (FindMaxStep, bool) {
 func FindMax(ctx context.Context, cfg Config, opts FindMaxOptions) (FindMaxResult, error) {
 	opts = opts.withDefaults()
 	out := FindMaxResult{StepDurationS: opts.StepDuration.Seconds(), MaxSteps: opts.MaxSteps}
+	// One client and one model look-up for all steps: connections stay warm
+	// between steps and every step asks for the same model.
+	if cfg.Client == nil {
+		tr := NewTransport()
+		defer tr.CloseIdleConnections()
+		cfg.Client = &http.Client{Transport: tr}
+	}
+	if cfg.Model == "" && cfg.Scenario.Model == "" {
+		d, err := cfg.withDefaults()
+		if err != nil {
+			return out, err
+		}
+		m, err := DiscoverModel(ctx, cfg.Client, d.URL)
+		if err != nil {
+			return out, fmt.Errorf("find-max: %w", err)
+		}
+		cfg.Model = m
+	}
 	pass, fail := 0.0, math.Inf(1)
 	rate := opts.StartRate
 	for step := 1; step <= opts.MaxSteps; step++ {
