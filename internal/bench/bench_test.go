@@ -418,3 +418,29 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+// rps is the rate the server sustained for the steady requests: the
+// arrival rate when it keeps up, even on a run not much longer than one
+// request's latency, and its capacity when it does not.
+func TestRPSIsServedRate(t *testing.T) {
+	t.Run("keeps up, long latency", func(t *testing.T) {
+		srv := &testServer{TTFT: 500 * time.Millisecond}
+		url := srv.start(t)
+		res := run(t, Config{URL: url, Scenario: scenario(t, 1), Rate: 20, Duration: time.Second, SLO: testSLO(5)})
+		if res.Completed != 20 || math.Abs(res.RPS-20) > 2 {
+			t.Errorf("completed %d rps %.2f, want 20 and 20±2", res.Completed, res.RPS)
+		}
+	})
+	t.Run("overloaded", func(t *testing.T) {
+		// 2 slots × 100 ms: 20 req/s of capacity, offered 40.
+		srv := &testServer{TTFT: 100 * time.Millisecond, Slots: 2}
+		url := srv.start(t)
+		res := run(t, Config{URL: url, Scenario: scenario(t, 1), Rate: 40, Duration: 2 * time.Second, SLO: testSLO(5)})
+		if res.Completed != 80 || res.RPS < 17 || res.RPS > 21 {
+			t.Errorf("completed %d rps %.2f, want 80 and the server's 20 req/s", res.Completed, res.RPS)
+		}
+		if res.GoodputRPS != res.RPS || res.E2EMax < 1.5 {
+			t.Errorf("goodput %.2f (rps %.2f), e2e max %.2f s: the backlog must show", res.GoodputRPS, res.RPS, res.E2EMax)
+		}
+	})
+}

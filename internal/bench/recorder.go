@@ -67,10 +67,11 @@ type recorder struct {
 	promptTokens         int64
 	outputTokens         int64
 
-	// By completion time inside the steady window: throughput.
-	finishedInWindow int64
-	goodInWindow     int64
-	sentInWindow     int64 // actual sends inside the window: achieved rate
+	// Throughput of the steady cohort: the span of its successful
+	// requests' ends, and how many of them met the per-request SLO.
+	firstEnd, lastEndSteady time.Duration
+	good                    int64
+	sentInWindow            int64 // actual sends inside the window: achieved rate
 
 	// Every request.
 	lag                         *hdr.Histogram
@@ -122,12 +123,6 @@ func (r *recorder) record(o *outcome) {
 		r.doneAll++
 		recordDur(r.winE2E, e2e)
 		r.winOK++
-		if r.inWindow(o.end) {
-			r.finishedInWindow++
-			if e2e <= r.sloE2E {
-				r.goodInWindow++
-			}
-		}
 	} else {
 		r.failedAll++
 		r.errorsAll[o.class]++
@@ -139,6 +134,13 @@ func (r *recorder) record(o *outcome) {
 	if !ok {
 		r.errors[o.class]++
 		return
+	}
+	if r.completed == 0 || o.end < r.firstEnd {
+		r.firstEnd = o.end
+	}
+	r.lastEndSteady = max(r.lastEndSteady, o.end)
+	if e2e <= r.sloE2E {
+		r.good++
 	}
 	r.completed++
 	r.promptTokens += int64(o.prompt)

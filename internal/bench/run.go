@@ -603,8 +603,6 @@ func (r *runner) result(sched []time.Duration, stoppedAt time.Duration) Result {
 		Model:    r.cfg.Model,
 		Requests: rec.requests, Completed: rec.completed, Failed: rec.requests - rec.completed,
 		Errors:        copyClasses(rec.errors),
-		RPS:           per(rec.finishedInWindow),
-		GoodputRPS:    per(rec.goodInWindow),
 		ScheduledRate: per(scheduled),
 		AchievedRate:  per(rec.sentInWindow),
 		InputTokens:   rec.promptTokens, OutputTokens: rec.outputTokens,
@@ -621,8 +619,20 @@ func (r *runner) result(sched []time.Duration, stoppedAt time.Duration) Result {
 	if rec.requests > 0 {
 		res.ErrorRate = float64(res.Failed) / float64(rec.requests)
 	}
-	if rec.finishedInWindow > 0 {
-		res.GoodputFrac = float64(rec.goodInWindow) / float64(rec.finishedInWindow)
+	// Sustained throughput of the steady cohort: its successful requests
+	// end spaced by the rate the server kept up, whatever their latency:
+	// (n−1) gaps over the span from the first end to the last. Counting
+	// the ends that fall inside the window instead would miss the cohort's
+	// last e2e worth of completions and read low on short runs.
+	switch span := (rec.lastEndSteady - rec.firstEnd).Seconds(); {
+	case rec.completed >= 2 && span > 0:
+		res.RPS = float64(rec.completed-1) / span
+	default:
+		res.RPS = per(rec.completed)
+	}
+	if rec.completed > 0 {
+		res.GoodputFrac = float64(rec.good) / float64(rec.completed)
+		res.GoodputRPS = res.RPS * res.GoodputFrac
 	}
 	if rec.completed > 0 {
 		res.OutputTokensMean = float64(rec.outputTokens) / float64(rec.completed)
