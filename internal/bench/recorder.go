@@ -5,6 +5,8 @@ import (
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/llmlab/llmlab/internal/slo"
 )
 
 // Error classes. HTTP errors are "http_<status>".
@@ -181,17 +183,12 @@ func (r *recorder) snapshot() progress {
 	return p
 }
 
-// Dist is the summary of one latency distribution, in seconds.
-type Dist struct {
-	P50, P95, P99, Max, Mean float64
-}
-
-func dist(h *hdr.Histogram) Dist {
+func dist(h *hdr.Histogram) slo.Dist {
 	if h.TotalCount() == 0 {
-		return Dist{}
+		return slo.Dist{}
 	}
 	s := func(us int64) float64 { return float64(us) / 1e6 }
-	return Dist{
+	return slo.Dist{
 		P50:  s(h.ValueAtQuantile(50)),
 		P95:  s(h.ValueAtQuantile(95)),
 		P99:  s(h.ValueAtQuantile(99)),

@@ -156,29 +156,8 @@ type Result struct {
 	ScheduledRate float64 `json:"scheduled_rate"`
 	AchievedRate  float64 `json:"achieved_rate"`
 
-	E2EP50  float64 `json:"e2e_p50_s"`
-	E2EP95  float64 `json:"e2e_p95_s"`
-	E2EP99  float64 `json:"e2e_p99_s"`
-	E2EMax  float64 `json:"e2e_max_s"`
-	E2EMean float64 `json:"e2e_mean_s"`
-
-	TTFTP50  float64 `json:"ttft_p50_s"`
-	TTFTP95  float64 `json:"ttft_p95_s"`
-	TTFTP99  float64 `json:"ttft_p99_s"`
-	TTFTMax  float64 `json:"ttft_max_s"`
-	TTFTMean float64 `json:"ttft_mean_s"`
-
-	TPOTP50  float64 `json:"tpot_p50_s"`
-	TPOTP95  float64 `json:"tpot_p95_s"`
-	TPOTP99  float64 `json:"tpot_p99_s"`
-	TPOTMax  float64 `json:"tpot_max_s"`
-	TPOTMean float64 `json:"tpot_mean_s"`
-
-	ITLP50  float64 `json:"itl_p50_s"`
-	ITLP95  float64 `json:"itl_p95_s"`
-	ITLP99  float64 `json:"itl_p99_s"`
-	ITLMax  float64 `json:"itl_max_s"`
-	ITLMean float64 `json:"itl_mean_s"`
+	// Latencies are named as in `llmlab sim run`.
+	slo.Latencies
 
 	SendLagP50  float64 `json:"send_lag_p50_s"`
 	SendLagP95  float64 `json:"send_lag_p95_s"`
@@ -638,15 +617,8 @@ func (r *runner) result(sched []time.Duration, stoppedAt time.Duration) Result {
 		res.OutputTokensMean = float64(rec.outputTokens) / float64(rec.completed)
 		res.OutputTokenRate = res.OutputTokensMean * res.RPS
 	}
-	d := dist(rec.e2e)
-	res.E2EP50, res.E2EP95, res.E2EP99, res.E2EMax, res.E2EMean = d.P50, d.P95, d.P99, d.Max, d.Mean
-	d = dist(rec.ttft)
-	res.TTFTP50, res.TTFTP95, res.TTFTP99, res.TTFTMax, res.TTFTMean = d.P50, d.P95, d.P99, d.Max, d.Mean
-	d = dist(rec.tpot)
-	res.TPOTP50, res.TPOTP95, res.TPOTP99, res.TPOTMax, res.TPOTMean = d.P50, d.P95, d.P99, d.Max, d.Mean
-	d = dist(rec.itl)
-	res.ITLP50, res.ITLP95, res.ITLP99, res.ITLMax, res.ITLMean = d.P50, d.P95, d.P99, d.Max, d.Mean
-	d = dist(rec.lag)
+	res.Latencies = slo.NewLatencies(dist(rec.e2e), dist(rec.ttft), dist(rec.tpot), dist(rec.itl))
+	d := dist(rec.lag)
 	res.SendLagP50, res.SendLagP95, res.SendLagP99, res.SendLagMax, res.SendLagMean = d.P50, d.P95, d.P99, d.Max, d.Mean
 
 	if lagP99 := time.Duration(d.P99 * float64(time.Second)); lagP99 > r.cfg.LagThreshold {

@@ -108,23 +108,8 @@ type Result struct {
 	RPS                float64 `json:"rps"` // completed / duration
 	OutputTokenRate    float64 `json:"output_throughput_tok_s"`
 
-	E2EP50  float64 `json:"e2e_p50_s"`
-	E2EP95  float64 `json:"e2e_p95_s"`
-	E2EP99  float64 `json:"e2e_p99_s"`
-	E2EMax  float64 `json:"e2e_max_s"`
-	E2EMean float64 `json:"e2e_mean_s"`
-
-	TTFTP50 float64 `json:"ttft_p50_s"`
-	TTFTP95 float64 `json:"ttft_p95_s"`
-	TTFTP99 float64 `json:"ttft_p99_s"`
-
-	TPOTP50 float64 `json:"tpot_p50_s"`
-	TPOTP95 float64 `json:"tpot_p95_s"`
-	TPOTP99 float64 `json:"tpot_p99_s"`
-
-	ITLP50 float64 `json:"itl_p50_s"`
-	ITLP95 float64 `json:"itl_p95_s"`
-	ITLP99 float64 `json:"itl_p99_s"`
+	// Latencies are named as in `llmlab bench`.
+	slo.Latencies
 
 	Preemptions int  `json:"preemptions"`
 	SLOMet      bool `json:"slo_met"`
@@ -294,7 +279,6 @@ func (r *runner) run(opts Options) (Result, error) {
 // summarise computes the percentiles and the SLO verdict at virtual time end.
 func (r *runner) summarise(res *Result, opts Options, end float64) {
 	r.e2e, r.ttft, r.tpot = r.e2e[:0], r.ttft[:0], r.tpot[:0]
-	var e2eSum float64
 	outTokens := 0
 	for i := range r.reqs {
 		st := &r.reqs[i]
@@ -306,7 +290,6 @@ func (r *runner) summarise(res *Result, opts Options, end float64) {
 		case st.done:
 			e := st.last - st.arrival
 			r.e2e = append(r.e2e, e)
-			e2eSum += e
 			r.ttft = append(r.ttft, st.first-st.arrival)
 			if st.tokens > 1 {
 				r.tpot = append(r.tpot, (st.last-st.first)/float64(st.tokens-1))
@@ -316,7 +299,6 @@ func (r *runner) summarise(res *Result, opts Options, end float64) {
 			res.RequestsUnfinished++
 			age := end - st.arrival
 			r.e2e = append(r.e2e, age)
-			e2eSum += age
 			if st.first >= 0 {
 				r.ttft = append(r.ttft, st.first-st.arrival)
 			} else {
@@ -330,17 +312,7 @@ func (r *runner) summarise(res *Result, opts Options, end float64) {
 	if res.Requests > 0 {
 		res.ErrorRate = float64(res.Failed) / float64(res.Requests)
 	}
-	if len(r.e2e) > 0 {
-		res.E2EMean = e2eSum / float64(len(r.e2e))
-	}
-	q := quantiles(r.e2e, 0.5, 0.95, 0.99, 1)
-	res.E2EP50, res.E2EP95, res.E2EP99, res.E2EMax = q[0], q[1], q[2], q[3]
-	q = quantiles(r.ttft, 0.5, 0.95, 0.99)
-	res.TTFTP50, res.TTFTP95, res.TTFTP99 = q[0], q[1], q[2]
-	q = quantiles(r.tpot, 0.5, 0.95, 0.99)
-	res.TPOTP50, res.TPOTP95, res.TPOTP99 = q[0], q[1], q[2]
-	q = quantiles(r.itl, 0.5, 0.95, 0.99)
-	res.ITLP50, res.ITLP95, res.ITLP99 = q[0], q[1], q[2]
+	res.Latencies = slo.NewLatencies(summarize(r.e2e), summarize(r.ttft), summarize(r.tpot), summarize(r.itl))
 	// A run in which nothing arrived proves nothing: it does not meet the SLO.
 	res.SLOMet = res.Requests > 0 && opts.SLO.Met(res.E2EP95, res.ErrorRate)
 }

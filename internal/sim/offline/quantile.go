@@ -1,6 +1,24 @@
 package offline
 
-import "math"
+import (
+	"math"
+
+	"github.com/llmlab/llmlab/internal/slo"
+)
+
+// summarize returns the exact p50/p95/p99/max and mean of xs (reordering
+// it); empty xs gives zeros.
+func summarize(xs []float64) slo.Dist {
+	if len(xs) == 0 {
+		return slo.Dist{}
+	}
+	var sum float64
+	for _, x := range xs {
+		sum += x
+	}
+	q := quantiles(xs, 0.5, 0.95, 0.99, 1)
+	return slo.Dist{P50: q[0], P95: q[1], P99: q[2], Max: q[3], Mean: sum / float64(len(xs))}
+}
 
 // quantiles returns the exact nearest-rank quantiles ps (ascending, in
 // (0, 1]) of xs: the smallest x with at least p·n samples ≤ x. It reorders
