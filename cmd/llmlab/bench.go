@@ -91,6 +91,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usage("scenario: %w", err)
 	}
 
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// 0 is the "not given" value of --duration; given explicitly it must
+	// not turn into a 10-minute run, nor --step-duration 0 (or a step
+	// budget of 0) into FindMax's silent defaults.
+	switch {
+	case set["duration"] && *duration <= 0:
+		return usage("duration must be > 0, got %v", *duration)
+	case *findMax && *stepDur <= 0:
+		return usage("step-duration must be > 0, got %v", *stepDur)
+	case *findMax && *steps <= 0:
+		return usage("find-max-steps must be > 0, got %d", *steps)
+	}
 	d := *duration
 	if *findMax {
 		d = *stepDur
@@ -98,8 +111,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if d == 0 {
 		d = spec.Measurement.Duration
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if !set["ramp"] {
 		*ramp = min(d/10, 30*time.Second)
 	}

@@ -406,6 +406,11 @@ func TestConfigValidation(t *testing.T) {
 		func(c *Config) { c.Arrival = "uniform" },
 		func(c *Config) { c.Scenario.Endpoint = "chat" }, // token prompt on chat
 		func(c *Config) { c.Scenario.InputTokens = 0 },
+		func(c *Config) { c.URL = "127.0.0.1:8080" }, // no scheme
+		func(c *Config) { c.URL = "ftp://x" },
+		func(c *Config) { c.URL = "http://" },
+		func(c *Config) { c.LagThreshold = -time.Millisecond },
+		func(c *Config) { c.Arrival, c.Burstiness = ArrivalGamma, math.Inf(1) },
 	}
 	if err := CheckConfig(base); err != nil {
 		t.Fatalf("base config: %v", err)

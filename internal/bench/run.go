@@ -20,6 +20,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -119,6 +120,11 @@ func (c Config) validate() error {
 	if err := c.scheduleSpec().Validate(); err != nil {
 		return err
 	}
+	// A URL without a scheme or host would not fail here but on every
+	// request, as a run of connection errors that looks like a dead server.
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("url must be http://host[:port] or https://…, got %q", c.URL)
+	}
 	switch {
 	case c.Warmup < 0 || c.Cooldown < 0:
 		return errors.New("warmup and cooldown must be >= 0")
@@ -128,6 +134,8 @@ func (c Config) validate() error {
 		return errors.New("max concurrency must be >= 0")
 	case c.Timeout < 0:
 		return errors.New("timeout must be > 0")
+	case c.LagThreshold < 0:
+		return errors.New("lag threshold must be >= 0")
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func (s ScheduleSpec) Validate() error {
 		return fmt.Errorf("ramp must be in [0, duration], got %v", s.Ramp)
 	case s.Arrival != ArrivalConstant && s.Arrival != ArrivalPoisson && s.Arrival != ArrivalGamma:
 		return fmt.Errorf("arrival must be constant, poisson or gamma, got %q", s.Arrival)
-	case s.Arrival == ArrivalGamma && !(s.Burstiness > 0):
+	case s.Arrival == ArrivalGamma && (!(s.Burstiness > 0) || math.IsInf(s.Burstiness, 0)):
 		return fmt.Errorf("burstiness must be > 0, got %v", s.Burstiness)
 	}
 	return nil

@@ -129,6 +129,11 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 		{"--endpoint", "nope"},
 		{"--warmup", "10s", "--duration", "5s"},
 		{"extra-arg"},
+		{"--duration", "0s"}, // not silently the 10-minute default
+		{"--find-max", "--step-duration", "0s"},
+		{"--find-max", "--find-max-steps", "0"},
+		{"--url", "127.0.0.1:8080"},
+		{"--url", "ftp://127.0.0.1:8080", "--model", "m", "--duration", "1s"},
 	} {
 		p := start(t, append([]string{"bench", "--no-save"}, args...)...)
 		if code := p.wait(t, 30*time.Second); code != 2 {
