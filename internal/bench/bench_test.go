@@ -169,6 +169,9 @@ func TestErrorsAreClassified(t *testing.T) {
 		{"connection dropped", &testServer{Mode: "abort"}, "", ClassIncompleteStream},
 		{"short stream", &testServer{Mode: "short"}, "", ClassShortStream},
 		{"client timeout", &testServer{Mode: "hang"}, "", ClassTimeout},
+		{"200 JSON instead of a stream", &testServer{Mode: "json_ok"}, "", ClassBadResponse},
+		{"200 JSON error body", &testServer{Mode: "json_error"}, "", ClassStreamError},
+		{"200 HTML body", &testServer{Mode: "html"}, "", ClassBadResponse},
 		{"connection refused", nil, closed(), ClassConnection},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,7 +16,7 @@ const (
 	ClassStreamError      = "stream_error"      // a `data: {"error":…}` event (HTTP 200)
 	ClassIncompleteStream = "incomplete_stream" // the stream ended or broke without [DONE]
 	ClassShortStream      = "short_stream"      // [DONE] came with fewer tokens than asked (ignore_eos)
-	ClassBadResponse      = "bad_response"      // a body or event that is not valid JSON
+	ClassBadResponse      = "bad_response"      // a body or event that is not valid JSON, or a 200 stream that is not text/event-stream
 )
 
 // outcome is what one request leaves behind; it lives only until recorded,

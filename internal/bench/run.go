@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -458,6 +459,16 @@ func (r *runner) exchange(runCtx, ctx context.Context, w *worker, i int, o *outc
 		r.readWhole(runCtx, resp.Body, o)
 		return
 	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" && !isEventStream(ct) {
+		// A 200 that is not an event stream (a server ignoring "stream", an
+		// error object sent with 200, a proxy's HTML page) has no data
+		// events: read as a stream it would pass for a truncated one.
+		r.readWhole(runCtx, resp.Body, o)
+		if o.class == "" || o.class == ClassShortStream {
+			o.class = ClassBadResponse
+		}
+		return
+	}
 	sse := openai.NewSSEReaderBuffer(resp.Body, w.buf)
 	var (
 		last   time.Duration
@@ -509,6 +520,12 @@ func (r *runner) exchange(runCtx, ctx context.Context, w *worker, i int, o *outc
 	if r.cfg.Scenario.IgnoreEOS && o.output < r.cfg.Scenario.OutputTokens {
 		o.class = ClassShortStream
 	}
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream.
+func isEventStream(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "text/event-stream"
 }
 
 // readWhole handles a non-streamed response: TTFT is then the whole latency.

@@ -24,7 +24,8 @@ type testServer struct {
 	// Mode selects a failure: "" (normal), "status" (Status code),
 	// "stream_error" (error event after the first token), "truncate" (end
 	// the body without [DONE]), "abort" (drop the connection mid-stream),
-	// "short" (half the tokens, then [DONE]), "hang" (never answer).
+	// "short" (half the tokens, then [DONE]), "hang" (never answer),
+	// "json_ok", "json_error", "html" (a 200 that is not an event stream).
 	Mode   string
 	Status int
 	// Serial makes the server handle one request at a time, as a stalled
@@ -99,6 +100,24 @@ func (s *testServer) complete(w http.ResponseWriter, r *http.Request) {
 		return
 	case "hang":
 		<-r.Context().Done()
+		return
+	case "json_ok":
+		// A server that ignores "stream": a whole JSON completion, 200.
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(openai.CompletionResponse{
+			ID: "cmpl-1", Object: openai.ObjectTextCompletion, Model: "test-model",
+			Choices: []openai.CompletionChoice{{Text: "x"}},
+			Usage:   &openai.Usage{PromptTokens: 200, CompletionTokens: req.MaxTokens, TotalTokens: 200 + req.MaxTokens},
+		})
+		return
+	case "json_error":
+		// An error object as a plain JSON body with status 200.
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(openai.NewError(http.StatusInternalServerError, "engine died"))
+		return
+	case "html":
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte("<html>proxy login</html>\n"))
 		return
 	}
 	n := req.MaxTokens
