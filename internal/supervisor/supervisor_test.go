@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +42,15 @@ func fakeWorker(mode, port string) {
 		select {}
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
+	case "child":
+		// Like vLLM's engine core: a child in the worker's process group,
+		// its pid written where the test can find it.
+		c := exec.Command("sleep", "60")
+		if err := c.Start(); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		_ = os.WriteFile(os.Getenv("LLMLAB_FAKE_CHILD_PIDFILE"), []byte(strconv.Itoa(c.Process.Pid)), 0o644)
 	}
 	time.Sleep(100 * time.Millisecond) // loading: the port refuses connections
 	l, err := net.Listen("tcp", "127.0.0.1:"+port)
@@ -340,5 +352,44 @@ func TestDrainTimeoutStopsAnyway(t *testing.T) {
 	}
 	if d := time.Since(t0); d < 200*time.Millisecond || s.State() != Stopped {
 		t.Fatalf("stopped after %v in %s", d, s.State())
+	}
+}
+
+// gone reports whether pid no longer runs: exited, or a zombie that only
+// waits for init to reap it.
+func gone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !alive(pid)
+	}
+	// The state follows the parenthesised command name.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z'
+}
+
+func TestCrashKillsWorkersChildren(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	s := newSup(t, "child", func(c *Config) { c.Env = append(c.Env, "LLMLAB_FAKE_CHILD_PIDFILE="+pidFile) })
+	ensure(t, s).Release()
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, _ := strconv.Atoi(string(b))
+	if child == 0 || gone(child) {
+		t.Fatalf("child %q not running", b)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
+	// Only the leader dies; its child would hold the GPU and the port.
+	if err := syscall.Kill(s.Status().PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, Failed)
+	deadline := time.Now().Add(2 * time.Second)
+	for !gone(child) {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker's child %d outlived the crashed worker", child)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -116,6 +116,11 @@ func (s *Supervisor) spawnLocked(w *worker, argv []string) error {
 func (s *Supervisor) wait(w *worker) {
 	defer s.wg.Done()
 	err := w.cmd.Wait()
+	// The leader is gone, but its children (vLLM's engine core) may live on
+	// in its process group holding the GPU and the port; STOPPED or FAILED
+	// must mean the memory is free for the next start. The group id cannot
+	// be reused while any member is alive, so this reaches only them.
+	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
 	w.exitErr = err
 	close(w.exited)
 	w.abort()
