@@ -452,3 +452,19 @@ func TestRPSIsServedRate(t *testing.T) {
 		}
 	})
 }
+
+// Without streaming there is no first-token time, so no TPOT: a request
+// must not add a TPOT of zero ((e2e − ttft) with ttft = e2e).
+func TestNonStreamedHasNoTPOT(t *testing.T) {
+	srv := &testServer{Mode: "json_ok"}
+	url := srv.start(t)
+	sc := scenario(t, 4)
+	sc.Stream = false
+	res := run(t, Config{URL: url, Scenario: sc, Rate: 20, Duration: 500 * time.Millisecond, SLO: testSLO(5)})
+	if res.Completed != 10 || res.OutputTokens != 40 {
+		t.Fatalf("completed %d output tokens %d (%v), want 10 and 40", res.Completed, res.OutputTokens, res.ErrorsTotal)
+	}
+	if res.TTFTP50 != res.E2EP50 || res.TPOT() != (slo.Dist{}) || res.ITL() != (slo.Dist{}) {
+		t.Errorf("ttft p50 %v e2e p50 %v, tpot %+v itl %+v; want ttft = e2e and no tpot or itl", res.TTFTP50, res.E2EP50, res.TPOT(), res.ITL())
+	}
+}

@@ -29,6 +29,7 @@ type outcome struct {
 	itls     []time.Duration
 	prompt   int
 	output   int
+	whole    bool   // not streamed: ttft is the whole latency, so no TPOT
 	class    string // "" when the request succeeded
 	canceled bool   // the run itself was canceled: neither success nor error
 }
@@ -150,7 +151,7 @@ func (r *recorder) record(o *outcome) {
 	recordDur(r.e2e, e2e)
 	if o.ttft > 0 {
 		recordDur(r.ttft, o.ttft)
-		if o.output > 1 {
+		if o.output > 1 && !o.whole {
 			recordDur(r.tpot, (e2e-o.ttft)/time.Duration(o.output-1))
 		}
 	}

@@ -545,7 +545,7 @@ func (r *runner) readWhole(runCtx context.Context, body io.Reader, o *outcome) {
 		o.class = ClassStreamError
 		return
 	}
-	o.ttft = o.end - o.sched
+	o.ttft, o.whole = o.end-o.sched, true
 	if c.Usage != nil {
 		o.output, o.prompt = c.Usage.CompletionTokens, c.Usage.PromptTokens
 	}
