@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -456,5 +457,63 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestShutdownGraceExpiryEndsRequestsExplicitly: requests still running when
+// the shutdown grace runs out end with an explicit error (an error event
+// and [DONE] mid-stream, a JSON 503 otherwise), not a silently cut
+// connection.
+func TestShutdownGraceExpiryEndsRequestsExplicitly(t *testing.T) {
+	f := newFakeWorker(t)
+	f.gate = make(chan struct{}) // streams stall after their first event
+	f.block = make(chan struct{})
+	set := Defaults()
+	set.IdleTimeout, set.ShutdownTimeout, set.StopGrace = 0, 300*time.Millisecond, time.Second
+	s, err := New(set, testProfile(f.ts.URL), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx, ln) }()
+
+	resp, err := http.Post(gw+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"hi","stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	readEvent(t, br)
+	plain := make(chan string, 1)
+	go func() {
+		resp, err := http.Post(gw+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"hi"}`))
+		if err != nil {
+			plain <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		plain <- fmt.Sprint(resp.StatusCode, " ", string(b))
+	}()
+	waitFor(t, func() bool { return f.running.Load() == 2 })
+	cancel()
+
+	rest, _ := io.ReadAll(br)
+	evs := strings.Split(strings.TrimSpace(string(rest)), "\n\n")
+	if len(evs) < 2 || !strings.Contains(evs[len(evs)-2], `"error"`) || evs[len(evs)-1] != "data: [DONE]" {
+		t.Errorf("stream cut at shutdown without an error event and [DONE]: %q", rest)
+	}
+	if got := <-plain; !strings.HasPrefix(got, "503 ") || !strings.Contains(got, "shutting down") {
+		t.Errorf("non-stream request at shutdown: %s; want a 503 JSON error", got)
+	}
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }

@@ -16,6 +16,24 @@ import (
 
 var errColdStartTimeout = errors.New("cold start timeout")
 
+// errShutdown is the cause that ends requests still running when the
+// shutdown grace has passed.
+var errShutdown = errors.New("gateway is shutting down")
+
+// withAbort returns r with a context that also ends, with cause
+// errShutdown, when the shutdown grace has passed.
+func (s *Server) withAbort(r *http.Request) (*http.Request, func()) {
+	ctx, cancel := context.WithCancelCause(r.Context())
+	stop := context.AfterFunc(s.abort, func() { cancel(errShutdown) })
+	return r.WithContext(ctx), func() { stop(); cancel(nil) }
+}
+
+// clientGone reports whether r ended because its client left (not because
+// of a shutdown, which still owes the client an answer).
+func clientGone(r *http.Request) bool {
+	return r.Context().Err() != nil && !errors.Is(context.Cause(r.Context()), errShutdown)
+}
+
 // readAll reads a body, sized up front when the length is known so a large
 // prompt costs one allocation.
 func readAll(r io.Reader, n int64) ([]byte, error) {
@@ -94,7 +112,11 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, a *admission, path
 		if err == nil {
 			return resp, true
 		}
-		if r.Context().Err() != nil {
+		if errors.Is(context.Cause(r.Context()), errShutdown) {
+			s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down; the request did not finish within the shutdown grace")
+			return nil, false
+		}
+		if clientGone(r) {
 			s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
 			w.WriteHeader(499)
 			return nil, false
@@ -122,6 +144,8 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, a *admission, path
 
 // forward proxies a validated OpenAI request.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, body []byte, stream bool) {
+	r, end := s.withAbort(r)
+	defer end()
 	a, ok := s.admit(w, r, route)
 	if !ok {
 		return
@@ -226,11 +250,13 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 		if errors.Is(err, io.EOF) && done {
 			return
 		}
-		if r.Context().Err() != nil {
+		if clientGone(r) {
 			s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
 			return
 		}
-		if errors.Is(err, io.EOF) {
+		if errors.Is(context.Cause(r.Context()), errShutdown) {
+			err = errShutdown
+		} else if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF // the stream ended without [DONE]
 		}
 		s.metrics.Errors.WithLabelValues("stream_interrupted", "200").Inc()

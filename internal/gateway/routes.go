@@ -321,6 +321,8 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusInternalServerError, "internal", "encode upstream request: %v", err)
 		return
 	}
+	r, end := s.withAbort(r)
+	defer end()
 	a, ok := s.admit(w, r, "/generate")
 	if !ok {
 		return
@@ -362,7 +364,9 @@ func (s *Server) admitError(w http.ResponseWriter, r *http.Request, err error, s
 	case errors.Is(err, queue.ErrFull):
 		s.metrics.Errors.WithLabelValues("queue_full", "429").Inc()
 		openai.WriteRetryAfter(w, time.Second, "queue full (%d waiting, %d in flight); retry later", s.disp.QueueCap(), s.disp.MaxInFlight())
-	case r.Context().Err() != nil:
+	case errors.Is(err, errShutdown):
+		s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down; no ready worker within the shutdown grace (%s)", stage)
+	case clientGone(r):
 		// The client left; nobody reads an answer. 499 as nginx counts it.
 		s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
 		w.WriteHeader(499)

@@ -35,6 +35,10 @@ type Server struct {
 	handler  http.Handler
 	// readers recycles the 32 KiB read buffers of relayed streams.
 	readers sync.Pool
+	// abort ends the requests still running when the shutdown grace has
+	// passed, so each gets an explicit error before its connection closes.
+	abort    context.Context
+	abortNow context.CancelFunc
 }
 
 // Options are what New needs beyond settings and profile.
@@ -101,6 +105,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 		}},
 	}
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, 32<<10) }
+	s.abort, s.abortNow = context.WithCancel(context.Background())
 	s.handler = s.routes()
 	return s, nil
 }
@@ -175,8 +180,16 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	shCtx, cancel := context.WithTimeout(context.Background(), s.set.ShutdownTimeout)
 	if err := srv.Shutdown(shCtx); err != nil {
-		s.log.Warn("in-flight requests did not finish within the grace period; closing them", "error", err)
-		_ = srv.Close()
+		s.log.Warn("in-flight requests did not finish within the grace period; ending them with an error", "error", err)
+		// Cancelling their upstream requests and waits makes each handler
+		// write its error (503, or an error event and [DONE] mid-stream);
+		// a moment later whatever is left is closed.
+		s.abortNow()
+		endCtx, endCancel := context.WithTimeout(context.Background(), time.Second)
+		if err := srv.Shutdown(endCtx); err != nil {
+			_ = srv.Close()
+		}
+		endCancel()
 	}
 	cancel()
 	stopSup()
@@ -194,6 +207,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 // Close stops the worker (draining leases until ctx is done) and releases
 // upstream connections. Run calls it; tests that use Handler call it.
 func (s *Server) Close(ctx context.Context) error {
+	s.abortNow()
 	err := s.sup.Close(ctx)
 	s.upstream.CloseIdleConnections()
 	return err
