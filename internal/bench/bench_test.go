@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -466,5 +468,43 @@ func TestNonStreamedHasNoTPOT(t *testing.T) {
 	}
 	if res.TTFTP50 != res.E2EP50 || res.TPOT() != (slo.Dist{}) || res.ITL() != (slo.Dist{}) {
 		t.Errorf("ttft p50 %v e2e p50 %v, tpot %+v itl %+v; want ttft = e2e and no tpot or itl", res.TTFTP50, res.E2EP50, res.TPOT(), res.ITL())
+	}
+}
+
+// Runs saved at once under different profiles must still get different run
+// numbers: the exclusive create alone only protects the same file name.
+func TestSaveRunFileNumbersAreUniqueAcrossProfiles(t *testing.T) {
+	dir := t.TempDir()
+	const n = 16
+	paths := make(chan string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rf := RunFile{Profile: fmt.Sprintf("p%d", i)}
+			p, err := SaveRunFile(dir, &rf)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			paths <- p
+		}()
+	}
+	wg.Wait()
+	close(paths)
+	seen := map[string]string{}
+	for p := range paths {
+		m := runName.FindStringSubmatch(filepath.Base(p))
+		if m == nil {
+			t.Fatalf("bad name %s", p)
+		}
+		if q, dup := seen[m[2]]; dup {
+			t.Errorf("run number %s used twice: %s and %s", m[2], q, p)
+		}
+		seen[m[2]] = p
+	}
+	if files, _ := os.ReadDir(dir); len(files) != n {
+		t.Errorf("%d files in the runs dir, want %d", len(files), n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -189,13 +190,50 @@ func SaveRunFile(dir string, rf *RunFile) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		err = writeRunFile(path, rf, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
-		return path, err
+		if err != nil {
+			return "", fmt.Errorf("write run file: %w", err)
+		}
+		// The name is ours but the number may not be: a run saved at the
+		// same moment under another profile gets another name with the
+		// same number. Whoever finds another file with its number after
+		// creating its own gives the number up; of two that both keep one,
+		// the later creator would have seen the earlier's file, so no
+		// number is kept twice. Two that both give up retry after a random
+		// pause, so they do not collide again.
+		lost, err := runNumberTaken(dir, filepath.Base(path))
+		if err != nil || lost {
+			f.Close()
+			os.Remove(path)
+			if err != nil {
+				return "", err
+			}
+			time.Sleep(time.Duration(rand.Int64N(int64(5 * time.Millisecond))))
+			continue
+		}
+		return path, writeRunFileTo(f, path, rf)
 	}
 	return "", fmt.Errorf("save run file: no free run number in %s", dir)
+}
+
+// runNumberTaken reports whether dir holds another run file of name's day
+// and number.
+func runNumberTaken(dir, name string) (bool, error) {
+	mine := runName.FindStringSubmatch(name)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("list run files: %w", err)
+	}
+	for _, e := range entries {
+		m := runName.FindStringSubmatch(e.Name())
+		if m != nil && m[1] == mine[1] && m[2] == mine[2] && e.Name() != name {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // WriteRunFile writes rf to path, replacing any file there. rf.ID is set
@@ -210,14 +248,20 @@ func WriteRunFile(path string, rf *RunFile) error {
 }
 
 func writeRunFile(path string, rf *RunFile, flag int) error {
-	rf.ID = strings.TrimSuffix(filepath.Base(path), ".json")
-	b, err := json.MarshalIndent(rf, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode run file: %w", err)
-	}
 	f, err := os.OpenFile(path, flag, 0o644)
 	if err != nil {
 		return fmt.Errorf("write run file: %w", err)
+	}
+	return writeRunFileTo(f, path, rf)
+}
+
+// writeRunFileTo writes rf into f, opened at path, and closes it.
+func writeRunFileTo(f *os.File, path string, rf *RunFile) error {
+	rf.ID = strings.TrimSuffix(filepath.Base(path), ".json")
+	b, err := json.MarshalIndent(rf, "", "  ")
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("encode run file: %w", err)
 	}
 	if _, err := f.Write(append(b, '\n')); err != nil {
 		f.Close()
