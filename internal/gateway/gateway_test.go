@@ -517,3 +517,30 @@ func TestShutdownGraceExpiryEndsRequestsExplicitly(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+func TestSettingsRejectBadValues(t *testing.T) {
+	for _, kv := range [][2]string{
+		{"idle_timeout", "NaN"}, {"cold_start_timeout", "1e300"}, {"stop_grace", "Inf"},
+		{"worker_startup_seconds", "NaN"}, {"worker_startup_seconds", "+Inf"},
+	} {
+		s := Defaults()
+		if err := s.Set(kv[0], kv[1]); err == nil {
+			t.Errorf("%s=%s accepted", kv[0], kv[1])
+		}
+	}
+	for _, tweak := range []func(*Settings){
+		func(s *Settings) { s.RestartBackoff = -time.Second },
+		func(s *Settings) { s.RestartBackoff = 0 },
+		func(s *Settings) { s.MaxRestartBackoff = -time.Second },
+		func(s *Settings) { s.RestartBackoff, s.MaxRestartBackoff = time.Hour, time.Millisecond },
+	} {
+		s := Defaults()
+		tweak(&s)
+		if err := s.Validate(); err == nil {
+			t.Errorf("restart_backoff %v max_restart_backoff %v accepted", s.RestartBackoff, s.MaxRestartBackoff)
+		}
+	}
+	if s := Defaults(); s.Validate() != nil {
+		t.Fatalf("defaults invalid: %v", s.Validate())
+	}
+}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -126,6 +127,9 @@ func (s *Settings) Set(key, value string) error {
 			*p, err = strconv.ParseInt(value, 10, 64)
 		case *float64:
 			*p, err = strconv.ParseFloat(value, 64)
+			if err == nil && (math.IsNaN(*p) || math.IsInf(*p, 0)) {
+				err = fmt.Errorf("want a finite number, got %q", value)
+			}
 		case *time.Duration:
 			*p, err = parseDuration(value)
 		}
@@ -139,6 +143,11 @@ func (s *Settings) Set(key, value string) error {
 
 func parseDuration(v string) (time.Duration, error) {
 	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		// NaN, Inf and huge values would convert to an arbitrary duration
+		// (and then fail validation with a misleading message).
+		if math.IsNaN(f) || math.Abs(f) > float64(math.MaxInt64)/float64(time.Second) {
+			return 0, fmt.Errorf("want a duration like 90s or a number of seconds, got %q", v)
+		}
 		return time.Duration(f * float64(time.Second)), nil
 	}
 	d, err := time.ParseDuration(v)
@@ -209,6 +218,13 @@ func (s *Settings) Validate() error {
 	}
 	if s.IdleTimeout < 0 {
 		errs = append(errs, errors.New("idle_timeout must be >= 0"))
+	}
+	// The supervisor would silently replace a non-positive back-off with its
+	// default; say so instead of ignoring what was asked.
+	if s.RestartBackoff <= 0 || s.MaxRestartBackoff <= 0 {
+		errs = append(errs, errors.New("restart_backoff and max_restart_backoff must be > 0"))
+	} else if s.MaxRestartBackoff < s.RestartBackoff {
+		errs = append(errs, fmt.Errorf("max_restart_backoff %s is below restart_backoff %s", s.MaxRestartBackoff, s.RestartBackoff))
 	}
 	return errors.Join(errs...)
 }
