@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -391,5 +392,54 @@ func TestCrashKillsWorkersChildren(t *testing.T) {
 			t.Fatalf("worker's child %d outlived the crashed worker", child)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a log sink safe for the supervisor's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// A worker that exits while draining ends its drain: the drain must not go
+// on waiting for the leases of the next worker and then signal a process
+// group that is gone.
+func TestDrainEndsWhenItsWorkerExits(t *testing.T) {
+	var logs syncBuffer
+	s := newSup(t, "ok", func(c *Config) {
+		c.DrainTimeout = 300 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	l1 := ensure(t, s)
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop(context.Background(), "test") }()
+	waitState(t, s, Draining)
+	if err := syscall.Kill(s.Status().PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	l2 := ensure(t, s) // a new worker, serving
+	defer l2.Release()
+	l1.Release()
+	time.Sleep(500 * time.Millisecond)
+	if strings.Contains(logs.String(), "drain timeout") {
+		t.Fatalf("the old worker's drain outlived it:\n%s", logs.String())
+	}
+	if s.State() != Ready {
+		t.Fatalf("state %s, want READY", s.State())
 	}
 }

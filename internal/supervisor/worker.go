@@ -204,11 +204,13 @@ func (s *Supervisor) healthy(ctx context.Context, url string) bool {
 }
 
 // drain waits until no lease is held (or DrainTimeout), then terminates.
+// It ends early if w exits meanwhile (s.cur no longer w): leases counted
+// after that belong to the next worker.
 func (s *Supervisor) drain(w *worker) {
 	timer := time.NewTimer(s.cfg.DrainTimeout)
 	defer timer.Stop()
 	s.mu.Lock()
-	for s.leases > 0 {
+	for s.leases > 0 && s.cur == w {
 		ch := s.changed
 		s.mu.Unlock()
 		select {
@@ -239,13 +241,18 @@ func (s *Supervisor) terminate(w *worker) {
 		s.mu.Unlock()
 		return
 	}
+	select {
+	case <-w.exited:
+		return // exited during the drain; its group is already gone
+	default:
+	}
 	w.signal(syscall.SIGTERM)
 	t := time.NewTimer(s.cfg.StopGrace)
 	defer t.Stop()
 	select {
 	case <-w.exited:
 	case <-t.C:
-		s.log.Warn("worker ignored SIGTERM, killing", "pid", w.cmd.Process.Pid, "grace", s.cfg.StopGrace)
+		s.log.Warn("worker ignored SIGTERM, killing", "pid", w.cmd.Process.Pid, "grace", s.cfg.StopGrace.String())
 		w.kill()
 	}
 }
