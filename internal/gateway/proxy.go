@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/openai"
+	"github.com/llmlab/llmlab/internal/queue"
 	"github.com/llmlab/llmlab/internal/supervisor"
 )
 
@@ -69,7 +70,10 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, route string) (*a
 	defer cancel()
 	rel, waited, err := s.disp.Acquire(ctx)
 	a.queued = waited
-	if waited > 0 {
+	// Every admission counts, a place found at once as 0 s, so the
+	// histogram's mean and quantiles are those of all requests. A full
+	// queue is no wait: it is refused.
+	if !errors.Is(err, queue.ErrFull) {
 		s.metrics.QueueWait.Observe(waited.Seconds())
 	}
 	if err != nil {

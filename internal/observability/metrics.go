@@ -46,7 +46,7 @@ func NewMetrics(workerStates []string) *Metrics {
 			Name: "llmlab_requests_in_flight", Help: "Requests holding a place (held for a cold start or sent to the worker).",
 		}),
 		QueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "llmlab_queue_wait_seconds", Help: "Time a request waited in the queue for a place.",
+			Name: "llmlab_queue_wait_seconds", Help: "Time a request waited in the queue for a place (0 when one was free).",
 			Buckets: latencyBuckets,
 		}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
