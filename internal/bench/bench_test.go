@@ -441,6 +441,17 @@ func TestRPSIsServedRate(t *testing.T) {
 			t.Errorf("completed %d rps %.2f, want 20 and 20±2", res.Completed, res.RPS)
 		}
 	})
+	t.Run("keeps up, latency falls over the run", func(t *testing.T) {
+		// As when a run ends and the batch drains: the last requests are
+		// served faster than the first, which squeezes the span of the
+		// ends. The cohort still arrived at 20/s; no more was sustained.
+		srv := &testServer{TTFTOf: func(n int64) time.Duration { return time.Duration(19-min(n, 19)) * 15 * time.Millisecond }}
+		url := srv.start(t)
+		res := run(t, Config{URL: url, Scenario: scenario(t, 1), Rate: 20, Duration: time.Second, SLO: testSLO(5)})
+		if res.Completed != 20 || res.RPS > 20.5 || res.RPS < 18 {
+			t.Errorf("completed %d rps %.2f, want 20 and at most the arrival rate 20", res.Completed, res.RPS)
+		}
+	})
 	t.Run("overloaded", func(t *testing.T) {
 		// 2 slots × 100 ms: 20 req/s of capacity, offered 40.
 		srv := &testServer{TTFT: 100 * time.Millisecond, Slots: 2}

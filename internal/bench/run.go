@@ -627,12 +627,13 @@ func (r *runner) result(sched []time.Duration, stoppedAt time.Duration) Result {
 	// end spaced by the rate the server kept up, whatever their latency:
 	// (n−1) gaps over the span from the first end to the last. Counting
 	// the ends that fall inside the window instead would miss the cohort's
-	// last e2e worth of completions and read low on short runs.
-	switch span := (rec.lastEndSteady - rec.firstEnd).Seconds(); {
-	case rec.completed >= 2 && span > 0:
-		res.RPS = float64(rec.completed-1) / span
-	default:
-		res.RPS = per(rec.completed)
+	// last e2e worth of completions and read low on short runs. The span
+	// shrinks when latency falls during the run (the batch drains once
+	// arrivals stop), yet a cohort cannot be served faster than it
+	// arrived: the rate is capped at completed ÷ window.
+	res.RPS = per(rec.completed)
+	if span := (rec.lastEndSteady - rec.firstEnd).Seconds(); rec.completed >= 2 && span > 0 {
+		res.RPS = min(res.RPS, float64(rec.completed-1)/span)
 	}
 	if rec.completed > 0 {
 		res.GoodputFrac = float64(rec.good) / float64(rec.completed)

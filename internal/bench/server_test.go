@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,10 +35,14 @@ type testServer struct {
 	// Slots, when > 0, caps requests served at once (a server of fixed
 	// capacity); others wait their turn inside the server.
 	Slots int
+	// TTFTOf, when set, gives the TTFT of the n-th request (0-based)
+	// instead of TTFT: a server whose latency drifts over a run.
+	TTFTOf func(n int64) time.Duration
 	// ConnState, when set, is the server's connection-state hook.
 	ConnState func(net.Conn, http.ConnState)
 
 	mu    sync.Mutex
+	count atomic.Int64
 	slots chan struct{}
 	srv   *httptest.Server
 }
@@ -120,6 +125,10 @@ func (s *testServer) complete(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("<html>proxy login</html>\n"))
 		return
 	}
+	ttft := s.TTFT
+	if s.TTFTOf != nil {
+		ttft = s.TTFTOf(s.count.Add(1) - 1)
+	}
 	n := req.MaxTokens
 	if s.Mode == "short" {
 		n /= 2
@@ -140,7 +149,7 @@ func (s *testServer) complete(w http.ResponseWriter, r *http.Request) {
 	}
 	sse := openai.NewSSEWriter(w)
 	for i := range n {
-		if !sleepUntil(arrived.Add(s.TTFT + time.Duration(i)*s.PerToken)) {
+		if !sleepUntil(arrived.Add(ttft + time.Duration(i)*s.PerToken)) {
 			return
 		}
 		fr := (*string)(nil)
