@@ -165,20 +165,25 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
+	var path string
+	var saveErr error
 	if !*noSave {
-		var path string
 		if *out != "" {
-			path, err = *out, bench.WriteRunFile(*out, &rf)
+			path, saveErr = *out, bench.WriteRunFile(*out, &rf)
 		} else {
-			path, err = bench.SaveRunFile(*runsDir, &rf)
+			path, saveErr = bench.SaveRunFile(*runsDir, &rf)
 		}
-		if err != nil {
-			return err
-		}
-		defer fmt.Fprintf(stdout, "\nrun file: %s\n", path)
 	}
+	// The summary comes first whatever happened to the file: a run file
+	// that cannot be written must not take a long run's figures with it.
 	if err := bench.WriteSummary(stdout, rf); err != nil {
 		return err
+	}
+	if saveErr != nil {
+		return fmt.Errorf("run file not saved: %w", saveErr)
+	}
+	if path != "" {
+		fmt.Fprintf(stdout, "\nrun file: %s\n", path)
 	}
 	return runErr
 }

@@ -164,4 +164,16 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 	if _, err := os.Stat(out); err != nil {
 		t.Error(err)
 	}
+	// A run file that cannot be written is an error (exit 1), but the
+	// figures of the run are still printed, not lost with it.
+	blocker := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p = start(t, "bench", "--out", filepath.Join(blocker, "run.json"), "--model", "m",
+		"--url", fmt.Sprintf("http://127.0.0.1:%d", port), "--duration", "1s", "--ramp", "0s", "--rate", "5")
+	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.out.String(), "SLO (p95") ||
+		!strings.Contains(p.out.String(), "run file") {
+		t.Errorf("exit %d, want 1 with the summary and the write error:\n%s", code, p.out.String())
+	}
 }
