@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -545,5 +546,46 @@ func TestSettingsRejectBadValues(t *testing.T) {
 	}
 	if s := Defaults(); s.Validate() != nil {
 		t.Fatalf("defaults invalid: %v", s.Validate())
+	}
+}
+
+// While the worker starts, nothing leaves the queue, so a 429 must not
+// invite a retry before the start-up is expected to end (the last cold
+// start's duration), or clients that honour Retry-After hammer the gateway
+// for the whole cold start.
+func TestQueueFullRetryAfterCoversColdStart(t *testing.T) {
+	var healthy atomic.Bool
+	f := newFakeWorker(t)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" && !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable) // still loading
+			return
+		}
+		f.serve(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	s, gw := newGateway(t, ts.URL, func(s *Settings) { s.MaxInFlight = 1; s.QueueMax = 0; s.ColdStartTimeout = 10 * time.Second })
+	// A first cold start of about 3 s.
+	time.AfterFunc(3*time.Second, func() { healthy.Store(true) })
+	if resp, out := post(t, gw+"/v1/completions", `{"prompt":"a"}`); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d %s", resp.StatusCode, out)
+	}
+	if err := s.sup.Stop(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	healthy.Store(false)
+	held := make(chan int, 1)
+	go func() { resp, _ := post(t, gw+"/v1/completions", `{"prompt":"b"}`); held <- resp.StatusCode }()
+	waitFor(t, func() bool { _, in := s.disp.Stats(); return in == 1 })
+	resp, out := post(t, gw+"/v1/completions", `{"prompt":"c"}`)
+	healthy.Store(true)
+	if resp.StatusCode != 429 {
+		t.Fatalf("want 429, got %d %s", resp.StatusCode, out)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 2 {
+		t.Fatalf("Retry-After %q during a ~3 s cold start", resp.Header.Get("Retry-After"))
+	}
+	if code := <-held; code != 200 {
+		t.Fatalf("held request: %d", code)
 	}
 }

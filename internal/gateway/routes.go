@@ -363,7 +363,7 @@ func (s *Server) admitError(w http.ResponseWriter, r *http.Request, err error, s
 	switch {
 	case errors.Is(err, queue.ErrFull):
 		s.metrics.Errors.WithLabelValues("queue_full", "429").Inc()
-		openai.WriteRetryAfter(w, time.Second, "queue full (%d waiting, %d in flight); retry later", s.disp.QueueCap(), s.disp.MaxInFlight())
+		openai.WriteRetryAfter(w, s.queueFullRetryAfter(), "queue full (%d waiting, %d in flight); retry later", s.disp.QueueCap(), s.disp.MaxInFlight())
 	case errors.Is(err, errShutdown):
 		s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down; no ready worker within the shutdown grace (%s)", stage)
 	case clientGone(r):
@@ -382,4 +382,17 @@ func (s *Server) admitError(w http.ResponseWriter, r *http.Request, err error, s
 	default:
 		s.fail(w, http.StatusServiceUnavailable, "worker_unavailable", "%v", err)
 	}
+}
+
+// queueFullRetryAfter is the Retry-After of a 429. While the worker starts
+// nothing leaves the queue, so a retry before the start-up is expected to
+// end (the last cold start's duration) would only be refused again;
+// otherwise places free up as requests finish, and a second is a fair wait.
+func (s *Server) queueFullRetryAfter() time.Duration {
+	st := s.sup.Status()
+	if st.State != supervisor.Starting.String() || st.LastColdStartSeconds <= 0 {
+		return time.Second
+	}
+	left := time.Duration(st.LastColdStartSeconds*float64(time.Second)) - time.Since(st.Since)
+	return max(time.Second, left)
 }
