@@ -635,6 +635,8 @@ gateway:
 	}
 	t.Setenv("LLMLAB_QUEUE_MAX", "7")                                   // env beats profile
 	t.Setenv("LLMLAB_COLD_START_TIMEOUT", "")                           // empty: ignored
+	t.Setenv("LLMLAB_MAX_IN_FLIGHT", "9")                               // the flag beats env
+	t.Setenv("LLMLAB_IDLE_TIMEOUT", "30s")                              // the flag beats env
 	_, base := startServe(t, "--profile", prof, "--max-in-flight", "4") // flags beat both; startServe sets --idle-timeout 60s
 	resp, err := http.Get(base + "/status")
 	if err != nil {
