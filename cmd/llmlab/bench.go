@@ -103,6 +103,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usage("step-duration must be > 0, got %v", *stepDur)
 	case *findMax && *steps <= 0:
 		return usage("find-max-steps must be > 0, got %d", *steps)
+	case *findMax && set["duration"]:
+		return usage("--duration does not apply to --find-max; each step lasts --step-duration")
 	}
 	d := *duration
 	if *findMax {

@@ -416,6 +416,7 @@ func TestConfigValidation(t *testing.T) {
 		func(c *Config) { c.URL = "http://" },
 		func(c *Config) { c.LagThreshold = -time.Millisecond },
 		func(c *Config) { c.Arrival, c.Burstiness = ArrivalGamma, math.Inf(1) },
+		func(c *Config) { c.Rate = 0.5 }, // half a request expected: nothing to measure
 	}
 	if err := CheckConfig(base); err != nil {
 		t.Fatalf("base config: %v", err)
@@ -517,5 +518,32 @@ func TestSaveRunFileNumbersAreUniqueAcrossProfiles(t *testing.T) {
 	}
 	if files, _ := os.ReadDir(dir); len(files) != n {
 		t.Errorf("%d files in the runs dir, want %d", len(files), n)
+	}
+}
+
+// A search cut short by Ctrl-C lists its last step as interrupted, not as
+// a failure of the server at that rate.
+func TestFindMaxSummaryMarksInterruptedStep(t *testing.T) {
+	fm := FindMaxResult{MaxRate: 2, StepDurationS: 10, MaxSteps: 8, Steps: []FindMaxStep{
+		{Step: 1, Rate: 2, Pass: true, Result: Result{SLOMet: true}},
+		{Step: 2, Rate: 4, Result: Result{Interrupted: true}},
+	}}
+	rf, err := NewFindMaxRunFile(Config{URL: "http://x", Model: "m", Scenario: scenario(t, 2), SLO: testSLO(5)}, fm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	if err := WriteSummary(&sb, rf); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(sb.String(), "\n")
+	var step2 string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "2 ") {
+			step2 = l
+		}
+	}
+	if !strings.HasSuffix(strings.TrimSpace(step2), "interrupted") {
+		t.Errorf("step 2 row %q, want it marked interrupted:\n%s", step2, sb.String())
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -137,6 +138,19 @@ func (c Config) validate() error {
 		return errors.New("timeout must be > 0")
 	case c.LagThreshold < 0:
 		return errors.New("lag threshold must be >= 0")
+	}
+	// A steady window without a scheduled request measures nothing: the
+	// run would end with "no request completed" as if the server had
+	// failed. The schedule is only built when few requests are expected.
+	spec, from, to := c.scheduleSpec(), c.Warmup, c.Duration-c.Cooldown
+	if spec.CumRate(to)-spec.CumRate(from) < 2 {
+		sched, err := Schedule(spec)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(sched, func(at time.Duration) bool { return at >= from && at < to }) {
+			return fmt.Errorf("no request is scheduled in the steady window %v–%v at %v req/s: raise the rate or the duration", from, to, c.Rate)
+		}
 	}
 	return nil
 }

@@ -107,6 +107,15 @@ func invCumRate(s ScheduleSpec, u float64) time.Duration {
 	return time.Duration(t * float64(time.Second))
 }
 
+// CumRate is Λ(t), the expected number of arrivals before offset t.
+func (s ScheduleSpec) CumRate(t time.Duration) float64 {
+	r, ramp, x := s.Rate, s.Ramp.Seconds(), t.Seconds()
+	if x < ramp {
+		return r * x * x / (2 * ramp)
+	}
+	return r*ramp/2 + r*(x-ramp)
+}
+
 // RateAt is the scheduled arrival rate at offset t.
 func (s ScheduleSpec) RateAt(t time.Duration) float64 {
 	if t < s.Ramp {
