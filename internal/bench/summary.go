@@ -79,6 +79,8 @@ func writeFindMax(tw *tabwriter.Writer, rf RunFile) {
 		switch {
 		case s.Pass:
 			v = "pass"
+		case r.Interrupted:
+			v = "interrupted" // neither pass nor fail: the search did not use it
 		case r.GeneratorBehind:
 			v = "fail (generator behind)"
 		}
