@@ -86,7 +86,9 @@ func (s *Scheduler) Add(r Request) error {
 		return fmt.Errorf("request %q: prompt tokens must be > 0, got %d", r.ID, r.PromptTokens)
 	case r.OutputTokens <= 0:
 		return fmt.Errorf("request %q: output tokens must be > 0, got %d", r.ID, r.OutputTokens)
-	case r.PromptTokens+r.OutputTokens > s.cfg.MaxModelLen:
+	// Compared as a difference: a huge OutputTokens would wrap the sum
+	// negative and pass.
+	case r.OutputTokens > s.cfg.MaxModelLen-r.PromptTokens:
 		return fmt.Errorf("request %q: %d prompt + %d output tokens exceed max_model_len %d",
 			r.ID, r.PromptTokens, r.OutputTokens, s.cfg.MaxModelLen)
 	case s.blocksFor(r.PromptTokens+r.OutputTokens-1) > s.total:

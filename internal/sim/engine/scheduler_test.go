@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -145,6 +146,7 @@ func TestAddRejects(t *testing.T) {
 		{ID: "o0", PromptTokens: 1, OutputTokens: 0},
 		{ID: "long", PromptTokens: 500, OutputTokens: 100},
 		{ID: "pool", PromptTokens: 200, OutputTokens: 100}, // 19 blocks > 10
+		{ID: "overflow", PromptTokens: 5, OutputTokens: math.MaxInt}, // sum wraps negative
 	} {
 		if err := s.Add(r); err == nil {
 			t.Errorf("%s accepted", r.ID)

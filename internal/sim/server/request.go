@@ -194,10 +194,13 @@ func (p *genParams) resolveMaxTokens(maxTokens *int, lim limits) *openai.ErrorRe
 		p.maxTokens = lim.maxModelLen - p.promptTokens
 	} else {
 		p.maxTokens = *maxTokens
-		if p.promptTokens+p.maxTokens > lim.maxModelLen {
+		// Compared as a difference and summed unsigned: max_tokens near
+		// MaxInt64 would wrap prompt+max_tokens negative, pass the check
+		// and leave a request that never ends.
+		if p.maxTokens > lim.maxModelLen-p.promptTokens {
 			return errorf(http.StatusBadRequest,
 				"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
-				lim.maxModelLen, p.promptTokens+p.maxTokens, p.promptTokens, p.maxTokens)
+				lim.maxModelLen, uint64(p.promptTokens)+uint64(p.maxTokens), p.promptTokens, p.maxTokens)
 		}
 	}
 	if p.minTokens > p.maxTokens {

@@ -279,6 +279,10 @@ func TestErrors(t *testing.T) {
 		{"stream wrong type", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"stream":"yes"}`, 400, "stream"},
 		{"max_tokens zero", "POST", "/v1/completions", `{"prompt":"hi","max_tokens":0}`, 400, "max_tokens must be at least 1, got 0."},
 		{"max_tokens negative", "POST", "/v1/completions", `{"prompt":"hi","max_tokens":-3}`, 400, "max_tokens must be at least 1, got -3."},
+		// prompt + max_tokens must not overflow into a small sum that passes
+		// the context check (the request would then never end).
+		{"max_tokens huge", "POST", "/v1/completions", `{"prompt":"hi","max_tokens":9223372036854775807,"ignore_eos":true}`, 400,
+			"However, you requested 9223372036854775808 tokens (1 in the messages, 9223372036854775807 in the completion)."},
 		{"unknown model", "POST", "/v1/completions", `{"model":"gpt-9","prompt":"hi"}`, 404, "The model `gpt-9` does not exist."},
 		{"unknown model chat", "POST", "/v1/chat/completions", `{"model":"gpt-9","messages":[{"role":"user","content":"hi"}]}`, 404, "The model `gpt-9` does not exist."},
 		{"empty prompt", "POST", "/v1/completions", `{"prompt":""}`, 400, "The decoder prompt cannot be empty"},
