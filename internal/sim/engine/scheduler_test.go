@@ -145,7 +145,7 @@ func TestAddRejects(t *testing.T) {
 		{ID: "p0", PromptTokens: 0, OutputTokens: 1},
 		{ID: "o0", PromptTokens: 1, OutputTokens: 0},
 		{ID: "long", PromptTokens: 500, OutputTokens: 100},
-		{ID: "pool", PromptTokens: 200, OutputTokens: 100}, // 19 blocks > 10
+		{ID: "pool", PromptTokens: 200, OutputTokens: 100},           // 19 blocks > 10
 		{ID: "overflow", PromptTokens: 5, OutputTokens: math.MaxInt}, // sum wraps negative
 	} {
 		if err := s.Add(r); err == nil {
