@@ -36,7 +36,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		arrival      = fs.String("arrival", bench.ArrivalConstant, "arrival process: constant, poisson or gamma")
 		burstiness   = fs.Float64("burstiness", 1, "gamma shape for --arrival gamma (1 = Poisson, <1 burstier)")
 		maxConc      = fs.Int("max-concurrency", 0, "cap on requests in flight (0: none; waiting counts in latency)")
-		seed         = fs.Uint64("seed", 1, "seed for arrivals and token-id prompts")
+		seed         = fs.Uint64("seed", 1, "seed for the arrival schedule (prompts differ on every run, so a prefix cache cannot hit)")
 		timeout      = fs.Duration("timeout", 60*time.Second, "abandon a request this long after its scheduled send (counted as timeout)")
 		sloPath      = fs.String("slo", "", "SLO file (default: embedded configs/slo.yaml)")
 		profileName  = fs.String("profile", "", "profile name recorded in the run file and its name (default adhoc)")

@@ -125,12 +125,15 @@ func (s Scenario) Path() string {
 // bodyBuilder makes each request's JSON body. Token prompts differ per
 // request (seeded ids) so a server's prefix cache cannot turn the standard
 // 200-token prefill into a cache hit; text prompts get a short unique prefix
-// for the same reason. The body is marshalled once with a placeholder prompt
+// for the same reason. Both also differ between runs, whatever the seed:
+// vLLM keeps recent prompts' blocks cached, and a repeated run (a tuner's
+// repeats use one seed) would otherwise measure cache hits. The body is marshalled once with a placeholder prompt
 // and each request's prompt is spliced in, so a body costs one small
 // allocation at thousands of requests per second.
 type bodyBuilder struct {
 	sc             Scenario
 	seed           uint64
+	nonce          uint64 // random per run: prompts never repeat across runs
 	prefix, suffix []byte // the body around the prompt value
 	quoted         []byte // text prompt JSON-quoted, without its opening quote
 }
@@ -138,7 +141,7 @@ type bodyBuilder struct {
 const promptPlaceholder = "\x00llmlab-prompt\x00"
 
 func newBodyBuilder(sc Scenario, model string, seed uint64) (*bodyBuilder, error) {
-	b := &bodyBuilder{sc: sc, seed: seed}
+	b := &bodyBuilder{sc: sc, seed: seed, nonce: rand.Uint64()}
 	var text, system string
 	if sc.Prompt == PromptText {
 		var (
@@ -212,7 +215,7 @@ func (b *bodyBuilder) body(i int) ([]byte, error) {
 		out = append(out, '[')
 		// Ids from a range every common vocabulary holds (Qwen2.5 has
 		// 151936), above the low ids where special tokens usually live.
-		r := rand.New(rand.NewPCG(b.seed, uint64(i)))
+		r := rand.New(rand.NewPCG(b.seed, b.nonce+uint64(i)))
 		for k := range b.sc.InputTokens {
 			if k > 0 {
 				out = append(out, ',')
@@ -225,6 +228,8 @@ func (b *bodyBuilder) body(i int) ([]byte, error) {
 	out := make([]byte, 0, len(b.prefix)+len(b.suffix)+len(b.quoted)+16)
 	out = append(out, b.prefix...)
 	out = append(out, `"[`...)
+	out = strconv.AppendUint(out, b.nonce%1e6, 10)
+	out = append(out, '-')
 	out = strconv.AppendInt(out, int64(i), 10)
 	out = append(out, "] "...)
 	out = append(out, b.quoted...)

@@ -184,3 +184,26 @@ func TestBodies(t *testing.T) {
 		t.Errorf("user message %q is not the 200-token prompt", txt)
 	}
 }
+
+// Two runs with the same seed (the default, or a tuner's repeats) must not
+// send the same prompts: vLLM's prefix cache keeps the blocks of recent
+// prompts, and a repeat would then measure cache hits instead of prefill.
+func TestBodiesDifferBetweenRuns(t *testing.T) {
+	for _, prompt := range []string{PromptTokens, PromptText} {
+		sc, err := DefaultScenario()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc.Prompt = prompt
+		a, err := newBodyBuilder(sc, "m", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := newBodyBuilder(sc, "m", 1)
+		ra, _ := a.body(0)
+		rb, _ := b.body(0)
+		if string(ra) == string(rb) {
+			t.Errorf("%s prompt: two runs with seed 1 send the same first request", prompt)
+		}
+	}
+}
