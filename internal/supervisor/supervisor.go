@@ -184,6 +184,9 @@ type Supervisor struct {
 	coldAt     time.Time
 	lastPID    int
 	lastLog    string
+	// startPending is an admin start asked for while DRAINING, done once
+	// the old worker is STOPPED; a later stop cancels it.
+	startPending bool
 }
 
 // New returns a supervisor in STOPPED. It starts nothing until EnsureReady
@@ -273,18 +276,30 @@ func (s *Supervisor) EnsureReady(ctx context.Context) (*Lease, error) {
 }
 
 // Start begins a start if the worker is STOPPED or FAILED (ignoring the
-// back-off: an operator asked) and returns at once; it does not wait for
-// READY.
+// back-off: an operator asked), or once a DRAINING worker has stopped, and
+// returns at once; it does not wait for READY.
 func (s *Supervisor) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
-	if s.state == Stopped || s.state == Failed {
+	switch s.state {
+	case Stopped, Failed:
 		s.startLocked("admin start")
+	case Draining:
+		s.startPending = true
 	}
 	return nil
+}
+
+// startPendingLocked does the admin start asked for during a drain, now
+// that the worker is STOPPED.
+func (s *Supervisor) startPendingLocked() {
+	if s.startPending && !s.closed && s.state == Stopped {
+		s.startPending = false
+		s.startLocked("admin start (asked while draining)")
+	}
 }
 
 // Stop drains the worker (waits for leases up to DrainTimeout), stops its
@@ -301,6 +316,7 @@ func (s *Supervisor) Stop(ctx context.Context, cause string) error {
 
 // stopLocked begins a stop appropriate to the current state.
 func (s *Supervisor) stopLocked(cause string) {
+	s.startPending = false
 	switch s.state {
 	case Failed:
 		s.failures = 0

@@ -443,3 +443,23 @@ func TestDrainEndsWhenItsWorkerExits(t *testing.T) {
 		t.Fatalf("state %s, want READY", s.State())
 	}
 }
+
+// An admin start while the worker drains is not lost: the gateway answers
+// it 202, so once the old worker is gone a new one starts.
+func TestStartDuringDrainStartsAfterIt(t *testing.T) {
+	s := newSup(t, "ok", nil)
+	l := ensure(t, s)
+	pid := s.Status().PID
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop(context.Background(), "test") }()
+	waitState(t, s, Draining)
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	<-stopped
+	waitState(t, s, Ready)
+	if st := s.Status(); st.Starts != 2 || st.PID == pid {
+		t.Fatalf("status %+v: want a second, new worker", st)
+	}
+}

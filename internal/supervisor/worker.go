@@ -139,6 +139,7 @@ func (s *Supervisor) wait(w *worker) {
 			m.WorkerStops.Inc()
 		}
 		s.setStateLocked(Stopped, "worker exited after stop", "pid", w.cmd.Process.Pid, "status", status)
+		s.startPendingLocked()
 		return
 	}
 	reason := "worker exited with " + status
@@ -237,6 +238,7 @@ func (s *Supervisor) terminate(w *worker) {
 		if s.cur == w {
 			s.cur = nil
 			s.setStateLocked(Stopped, "external worker released")
+			s.startPendingLocked()
 		}
 		s.mu.Unlock()
 		return
