@@ -671,3 +671,58 @@ func TestServeUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// A request held for a cold start when SIGTERM arrives is still served.
+func TestServeSIGTERMWhileHeldServesIt(t *testing.T) {
+	p, base := startServe(t, "--worker-startup-seconds", "1.5")
+	got := make(chan string, 1)
+	go func() {
+		resp, err := http.Post(base+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"hi","max_tokens":2}`))
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got <- strconv.Itoa(resp.StatusCode) + " " + string(b)
+	}()
+	waitState(t, base, "STARTING", 5*time.Second)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-got; !strings.HasPrefix(r, "200 ") {
+		t.Fatalf("held request at SIGTERM: %s", r)
+	}
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+}
+
+// A stream still running when the shutdown grace runs out ends with an
+// error event and [DONE], not a cut connection, and the gateway exits 0.
+func TestServeShutdownGraceExpiryEndsStreamExplicitly(t *testing.T) {
+	p, base := startServe(t, "--shutdown-timeout", "500ms")
+	resp, err := http.Post(base+"/v1/completions", "application/json",
+		strings.NewReader(`{"prompt":"hi","max_tokens":480,"ignore_eos":true,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	pid := getStatus(t, base).Worker.PID
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(br)
+	evs := strings.Split(strings.TrimSpace(string(rest)), "\n\n")
+	if len(evs) < 2 || !strings.Contains(evs[len(evs)-2], `"error"`) || evs[len(evs)-1] != "data: [DONE]" {
+		t.Fatalf("stream should end with an error event and [DONE]: ...%s", tail(string(rest), 400))
+	}
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	waitPidGone(t, pid)
+}
