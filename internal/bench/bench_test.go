@@ -547,3 +547,18 @@ func TestFindMaxSummaryMarksInterruptedStep(t *testing.T) {
 		t.Errorf("step 2 row %q, want it marked interrupted:\n%s", step2, sb.String())
 	}
 }
+
+// A search that ends on an error still reports what its steps found: here
+// every step fails and halving reaches a rate with no request to send.
+func TestFindMaxErrorKeepsFindings(t *testing.T) {
+	srv := &testServer{Mode: "status", Status: 500}
+	url := srv.start(t)
+	fm, err := FindMax(context.Background(), Config{URL: url, Model: "m", Scenario: scenario(t, 1), SLO: testSLO(5)},
+		FindMaxOptions{StartRate: 4, MaxSteps: 6, StepDuration: 500 * time.Millisecond})
+	if err == nil || len(fm.Steps) != 2 {
+		t.Fatalf("err %v after %d steps, want an error after 2 (4 and 2 req/s fail, 1 req/s sends nothing)", err, len(fm.Steps))
+	}
+	if fm.MaxRate != 0 || fm.FailRate != 2 {
+		t.Errorf("max %v fail %v, want 0 and 2", fm.MaxRate, fm.FailRate)
+	}
+}

@@ -122,6 +122,7 @@ func FindMax(ctx context.Context, cfg Config, opts FindMaxOptions) (FindMaxResul
 		c.Seed = cfg.Seed + uint64(step)
 		res, err := Run(ctx, c)
 		if err != nil && !errors.Is(err, ctx.Err()) {
+			out.finish(pass, fail) // the steps so far still bracket the maximum
 			return out, fmt.Errorf("find-max step %d at %.3g req/s: %w", step, rate, err)
 		}
 		s := FindMaxStep{Step: step, Rate: rate, Pass: res.SLOMet, Result: res}
