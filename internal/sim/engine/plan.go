@@ -148,7 +148,11 @@ func NewPlan(cfg Config) (Plan, error) {
 	blockBytes := kvPerToken * int64(cfg.BlockSize)
 	p.NumBlocks = int(p.KVBytes / blockBytes)
 	p.KVTokens = p.NumBlocks * cfg.BlockSize
-	need := int64(cfg.MaxModelLen) * kvPerToken
+	// vLLM needs whole blocks for one max_model_len sequence
+	// (cdiv(max_model_len, block_size) pages): bytes for max_model_len
+	// tokens are not enough when the pool is a block short, and the
+	// scheduler would then refuse the longest requests.
+	need := int64((cfg.MaxModelLen+cfg.BlockSize-1)/cfg.BlockSize) * blockBytes
 	if p.KVBytes < need {
 		// vLLM's estimate of the longest sequence that would fit.
 		est := p.KVTokens

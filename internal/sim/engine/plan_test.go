@@ -234,3 +234,33 @@ func TestEveryKnownPairServesDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanNeedsWholeBlocksForMaxModelLen: vLLM sizes the memory one
+// max_model_len sequence needs in whole blocks (cdiv(max_model_len,
+// block_size) pages), so a pool that holds max_model_len tokens' bytes but
+// one block too few must fail at start-up, not accept a configuration
+// whose longest request the scheduler then refuses.
+func TestPlanNeedsWholeBlocksForMaxModelLen(t *testing.T) {
+	cfg := defaultConfig(16, 2048)
+	cfg.MaxModelLen = 500 // 32 blocks of 16; 31 blocks hold 496 tokens
+	base, err := NewPlan(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := LookupModel(cfg.ModelSpec)
+	g, _ := LookupGPU(cfg.GPU)
+	// Choose the utilisation that leaves KV memory for 500 tokens + a bit:
+	// more than max_model_len's bytes, fewer than 32 whole blocks.
+	target := 500*m.KVBytesPerToken() + 1000
+	cfg.GPUMemoryUtilization = float64(base.WeightBytes+base.ActivationBytes+base.OverheadBytes+target) / float64(g.MemBytes)
+	p, err := NewPlan(cfg)
+	if p.KVBytes < 500*m.KVBytesPerToken() || p.NumBlocks >= 32 {
+		t.Fatalf("test set-up: KV bytes %d, blocks %d", p.KVBytes, p.NumBlocks)
+	}
+	if err == nil {
+		t.Fatalf("plan with %d blocks (%d tokens) accepted for max_model_len 500", p.NumBlocks, p.KVTokens)
+	}
+	if !strings.Contains(err.Error(), "larger than the available KV cache memory") {
+		t.Fatalf("error %v", err)
+	}
+}
