@@ -128,6 +128,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f, ok := stderr.(*os.File); ok && !*quiet && term.IsTerminal(int(f.Fd())) {
 		cfg.Progress = stderr
+		if w, _, err := term.GetSize(int(f.Fd())); err == nil {
+			cfg.ProgressWidth = w
+		}
 	}
 	if err := bench.CheckConfig(cfg); err != nil {
 		return usage("%w", err)

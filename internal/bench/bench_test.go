@@ -562,3 +562,39 @@ func TestFindMaxErrorKeepsFindings(t *testing.T) {
 		t.Errorf("max %v fail %v, want 0 and 2", fm.MaxRate, fm.FailRate)
 	}
 }
+
+// The progress line fits the terminal: "\r" only returns to the start of
+// the last row, so a wrapped line would leave a trail of rows.
+func TestProgressLineFitsWidth(t *testing.T) {
+	srv := &testServer{TTFT: time.Millisecond}
+	url := srv.start(t)
+	var buf syncBuf
+	run(t, Config{URL: url, Model: "m", Scenario: scenario(t, 2), Rate: 20, Duration: 600 * time.Millisecond,
+		SLO: testSLO(5), Progress: &buf, ProgressInterval: 100 * time.Millisecond, ProgressWidth: 40})
+	lines := strings.Split(buf.String(), "\r\033[K")
+	if len(lines) < 4 {
+		t.Fatalf("%d progress updates in %q", len(lines), buf.String())
+	}
+	for _, l := range lines {
+		if len(l) > 39 {
+			t.Errorf("progress line of %d columns on a 40-column terminal: %q", len(l), l)
+		}
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

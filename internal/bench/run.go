@@ -69,6 +69,9 @@ type Config struct {
 	// ProgressInterval (default 1 s). Meant for a terminal.
 	Progress         io.Writer
 	ProgressInterval time.Duration
+	// ProgressWidth, when > 0, is the terminal's width: the line is cut
+	// to fit, since a wrapped line cannot be redrawn in place by "\r".
+	ProgressWidth int
 	// Client sends the requests; nil means a client on NewTransport(),
 	// whose idle connections are closed when Run returns.
 	Client *http.Client
@@ -588,9 +591,15 @@ func (r *runner) progressLoop(done <-chan struct{}) {
 		if now > r.cfg.Duration {
 			phase = "  (draining)"
 		}
-		fmt.Fprintf(r.cfg.Progress, "\r\033[K%6.0fs/%.0fs  sent %d (%.1f/s)  done %d  rps %.1f  p95 %.3fs  errors %d  in-flight %d%s",
-			now.Seconds(), r.cfg.Duration.Seconds(), p.sent, float64(p.sent-prevSent)/dt,
-			p.done, float64(p.windowOK)/dt, p.windowP95.Seconds(), p.failed, p.inflight, phase)
+		// The figures the line is for come first, so a narrow terminal
+		// cuts the details.
+		line := fmt.Sprintf("%4.0fs/%.0fs  sent %d  rps %.1f  p95 %.3fs  errors %d  done %d  in-flight %d  sending %.1f/s%s",
+			now.Seconds(), r.cfg.Duration.Seconds(), p.sent, float64(p.windowOK)/dt, p.windowP95.Seconds(),
+			p.failed, p.done, p.inflight, float64(p.sent-prevSent)/dt, phase)
+		if w := r.cfg.ProgressWidth; w > 1 && len(line) > w-1 {
+			line = line[:w-1] // ASCII only; the last column is left free so the cursor does not wrap
+		}
+		fmt.Fprint(r.cfg.Progress, "\r\033[K"+line)
 		prevSent, prevAt = p.sent, now
 	}
 }
