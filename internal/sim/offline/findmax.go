@@ -56,7 +56,9 @@ func FindMax(opts Options) (MaxResult, error) {
 	if !(start > 0) {
 		start = 1
 	}
-	start = min(max(start, minRate), maxRate)
+	// No probe may exceed the per-run request limit (Options.validate).
+	top := min(maxRate, maxRequests/opts.Duration.Seconds())
+	start = min(max(start, minRate), top)
 
 	var best Result
 	lo, hi := 0.0, 0.0 // lo passes (0: none yet), hi fails (0: none yet)
@@ -66,7 +68,7 @@ func FindMax(opts Options) (MaxResult, error) {
 	}
 	if res.SLOMet {
 		lo, best = start, res
-		for rate := start * 2; rate <= maxRate; rate *= 2 {
+		for rate := start * 2; rate <= top; rate *= 2 {
 			res, err := probe(rate)
 			if err != nil {
 				return MaxResult{}, err

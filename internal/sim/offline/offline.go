@@ -41,6 +41,10 @@ import (
 // window the engine keeps stepping to finish requests in flight.
 const DrainFactor = 4
 
+// maxRequests bounds the arrivals of one run (about 1 GB of state): ten
+// minutes at 16,000 requests/s, far above what any modelled GPU serves.
+const maxRequests = 10_000_000
+
 // Arrival processes.
 const (
 	ArrivalConstant = "constant"
@@ -71,6 +75,11 @@ func (o Options) validate() error {
 		return fmt.Errorf("arrival must be %q or %q, got %q", ArrivalConstant, ArrivalPoisson, o.Arrival)
 	case o.SLO.P95E2ESeconds <= 0:
 		return errors.New("SLO p95 bound must be > 0")
+	case o.Rate*o.Duration.Seconds() > maxRequests:
+		// Every arrival's state is allocated up front: without a bound a
+		// typo (--rate 1e9) exhausts memory instead of failing.
+		return fmt.Errorf("rate %v × duration %v is %.0f requests, more than the %d one run simulates",
+			o.Rate, o.Duration, o.Rate*o.Duration.Seconds(), maxRequests)
 	}
 	return nil
 }

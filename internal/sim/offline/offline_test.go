@@ -178,6 +178,9 @@ func TestErrorsAndRejections(t *testing.T) {
 		"no duration": opts(profile(64, 4096), 1, 0),
 		"bad arrival": func() Options { o := opts(profile(64, 4096), 1, time.Minute); o.Arrival = "bursty"; return o }(),
 		"no slo":      func() Options { o := opts(profile(64, 4096), 1, time.Minute); o.SLO = slo.Objective{}; return o }(),
+		// 6·10¹¹ arrivals would exhaust memory before the first step.
+		"too many requests": opts(profile(64, 4096), 1e9, 10*time.Minute),
+		"huge duration":     opts(profile(64, 4096), 1, 1<<62),
 	} {
 		if _, err := Run(o); err == nil {
 			t.Errorf("%s accepted", name)
