@@ -726,3 +726,69 @@ func TestServeShutdownGraceExpiryEndsStreamExplicitly(t *testing.T) {
 	}
 	waitPidGone(t, pid)
 }
+
+// procGone reports whether pid has ended: no such process, or a zombie
+// that only waits for whoever inherited it to reap it.
+func procGone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + itoa(pid) + "/stat")
+	if err != nil {
+		return !pidAlive(pid)
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z'
+}
+
+// fakeVLLM behaves as vLLM does towards its children: its engine runs in a
+// child process, which it stops on SIGTERM; on SIGKILL it cannot, and the
+// child lives on holding the GPU (vllm-project/vllm#55510).
+const fakeVLLM = `#!/bin/sh
+port=""; prev=""
+for a in "$@"; do [ "$prev" = "--port" ] && port="$a"; prev="$a"; done
+"$FAKE_VLLM_LLMLAB" sim --port "$port" --startup-seconds 0 --served-model-name ` + serveModel + ` --log-level warn &
+child=$!
+echo "$child" > "$FAKE_VLLM_CHILD_PIDFILE"
+trap 'kill -TERM $child; wait $child; exit 0' TERM
+wait $child
+`
+
+// A gateway killed with SIGKILL runs no shutdown code; its worker, and the
+// worker's own children, must still not outlive it.
+func TestServeGatewaySIGKILLLeavesNoWorker(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "vllm"), []byte(fakeVLLM), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	prof := filepath.Join(dir, "vllm.yaml")
+	if err := os.WriteFile(prof, []byte("name: fake-vllm\nengine: vllm\nmodel: Qwen/Qwen2.5-0.5B-Instruct\nserved_model_name: "+serveModel+
+		"\nengine_args:\n  max_model_len: 512\n  max_num_seqs: 8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(dir, "child.pid")
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("FAKE_VLLM_LLMLAB", binPath)
+	t.Setenv("FAKE_VLLM_CHILD_PIDFILE", pidFile)
+	p, base := startServe(t, "--profile", prof)
+	if code, body := postJSON(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":2}`); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	leader := getStatus(t, base).Worker.PID
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
+	if leader == 0 || child == 0 || procGone(child) {
+		t.Fatalf("worker %d, engine child %d not running", leader, child)
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !procGone(leader) || !procGone(child) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the gateway's SIGKILL: worker gone %v, its engine child gone %v", procGone(leader), procGone(child))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
