@@ -103,6 +103,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usage("step-duration must be > 0, got %v", *stepDur)
 	case *findMax && *steps <= 0:
 		return usage("find-max-steps must be > 0, got %d", *steps)
+	case set["burstiness"] && *arrival != bench.ArrivalGamma && *burstiness != 1:
+		// Constant and Poisson arrivals have no shape to set: the run
+		// would silently not be the bursty load asked for.
+		return usage("--burstiness %v needs --arrival gamma (got %s)", *burstiness, *arrival)
 	case *findMax && set["duration"]:
 		return usage("--duration does not apply to --find-max; each step lasts --step-duration")
 	}

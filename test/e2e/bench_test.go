@@ -132,8 +132,10 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 		{"--duration", "0s"}, // not silently the 10-minute default
 		{"--find-max", "--step-duration", "0s"},
 		{"--find-max", "--find-max-steps", "0"},
-		{"--find-max", "--duration", "30s"}, // each step lasts --step-duration
+		{"--find-max", "--duration", "30s"},     // each step lasts --step-duration
 		{"--rate", "0.05", "--duration", "10s"}, // no request in the steady window
+		{"--burstiness", "0.5"},                 // would be ignored: constant arrivals
+		{"--arrival", "poisson", "--burstiness", "0.5"},
 		{"--url", "127.0.0.1:8080"},
 		{"--url", "ftp://127.0.0.1:8080", "--model", "m", "--duration", "1s"},
 	} {
