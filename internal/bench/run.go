@@ -694,5 +694,13 @@ func CheckConfig(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	return cfg.validate()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	// Building the bodies reads the prompt files: a missing one is a
+	// usage error, to be told before the model look-up or the run.
+	if _, err := newBodyBuilder(cfg.Scenario, "model", cfg.Seed); err != nil {
+		return fmt.Errorf("scenario: %w", err)
+	}
+	return nil
 }

@@ -144,9 +144,19 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 			t.Errorf("bench %v: exit %d, want 2 (usage)\n%s", args, code, p.out.String())
 		}
 	}
+	// A scenario whose prompt file is missing is a usage error found before
+	// the run, not a failure after the model look-up.
+	sc := filepath.Join(t.TempDir(), "sc.yaml")
+	if err := os.WriteFile(sc, []byte("name: x\ninput_tokens: 10\noutput_tokens: 10\nprompt: text\nprompt_file: /nonexistent/p.txt\nstream: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "bench", "--no-save", "--scenario", sc, "--model", "m", "--duration", "1s")
+	if code := p.wait(t, 30*time.Second); code != 2 || !strings.Contains(p.out.String(), "prompt") {
+		t.Errorf("missing prompt file: exit %d, want 2:\n%s", code, p.out.String())
+	}
 	// Nothing listens: the model look-up fails with a clear error, exit 1.
 	port := freePort(t)
-	p := start(t, "bench", "--no-save", "--url", fmt.Sprintf("http://127.0.0.1:%d", port), "--duration", "1s")
+	p = start(t, "bench", "--no-save", "--url", fmt.Sprintf("http://127.0.0.1:%d", port), "--duration", "1s")
 	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.out.String(), "discover model") {
 		t.Errorf("exit %d, want 1 with a model discovery error:\n%s", code, p.out.String())
 	}
