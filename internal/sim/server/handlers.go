@@ -50,7 +50,7 @@ func (s *server) handler() http.Handler {
 }
 
 func (s *server) limits() limits {
-	return limits{servedName: s.cfg.ServedModelName, maxModelLen: s.maxModelLen}
+	return limits{servedName: s.cfg.ServedModelName, maxModelLen: s.maxModelLen, vocab: s.vocab}
 }
 
 func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {

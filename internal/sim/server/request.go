@@ -28,6 +28,7 @@ type genParams struct {
 type limits struct {
 	servedName  string
 	maxModelLen int
+	vocab       int // token ids must be below it; 0: unchecked
 }
 
 // errorf builds an OpenAI error response.
@@ -76,7 +77,8 @@ func parseCompletion(body []byte, lim limits) (genParams, *openai.ErrorResponse)
 			"Batched prompts are not supported by the simulated engine (got %d prompts); send one prompt per request.", req.Prompt.Count)
 	case req.Prompt.IsTokens:
 		for _, id := range req.Prompt.TokenIDs {
-			if id < 0 {
+			// vLLM refuses ids the model has no embedding for.
+			if id < 0 || (lim.vocab > 0 && id >= lim.vocab) {
 				return p, errorf(http.StatusBadRequest, "Token id %d is out of vocabulary.", id)
 			}
 		}

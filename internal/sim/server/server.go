@@ -179,6 +179,7 @@ type server struct {
 	cfg         Config
 	plan        engine.Plan
 	maxModelLen int
+	vocab       int // the model's vocabulary size: token ids are below it
 	loop        *loop
 	m           *metrics
 	created     int64 // unix time of start, for /v1/models
@@ -193,7 +194,9 @@ func newServer(cfg Config, plan engine.Plan, observe stepObserver) *server {
 	}
 	m := newMetrics(cfg.ServedModelName, cfg.Engine.MaxModelLen)
 	now := time.Now()
+	spec, _ := engine.LookupModel(cfg.Engine.ModelSpec) // NewPlan validated it
 	return &server{
+		vocab:       spec.Vocab,
 		cfg:         cfg,
 		plan:        plan,
 		maxModelLen: cfg.Engine.MaxModelLen,

@@ -290,6 +290,7 @@ func TestErrors(t *testing.T) {
 		{"missing prompt", "POST", "/v1/completions", `{"max_tokens":3}`, 400, "'prompt' is required"},
 		{"prompt wrong type", "POST", "/v1/completions", `{"prompt":{"a":1}}`, 400, "prompt"},
 		{"negative token id", "POST", "/v1/completions", `{"prompt":[1,-2]}`, 400, "out of vocabulary"},
+		{"token id past the vocabulary", "POST", "/v1/completions", `{"prompt":[1,151936]}`, 400, "Token id 151936 is out of vocabulary"},
 		{"batch of prompts", "POST", "/v1/completions", `{"prompt":["a","b"]}`, 400, "Batched prompts are not supported"},
 		{"batch of token lists", "POST", "/v1/completions", `{"prompt":[[1],[2]]}`, 400, "Batched prompts are not supported"},
 		{"n > 1", "POST", "/v1/completions", `{"prompt":"hi","n":2}`, 400, "n > 1 is not supported"},

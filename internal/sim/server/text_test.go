@@ -99,10 +99,11 @@ func FuzzParseCompletionRequest(f *testing.F) {
 		`{"model":"m","prompt":"x","stream":true,"stream_options":{"include_usage":true},"min_tokens":3,"ignore_eos":true}`,
 		`{"messages":[{"role":"user","content":"hi"}]}`, `{"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}]}`,
 		`[]`, `null`, `{`, `{"prompt":null}`, `{"prompt":[1e99]}`, `{"temperature":-0,"prompt":"<|im_start|>"}`,
+		`{"prompt":"hi","max_tokens":9223372036854775807,"ignore_eos":true}`, `{"prompt":[151936]}`,
 	} {
 		f.Add([]byte(s))
 	}
-	lim := limits{servedName: "m", maxModelLen: 512}
+	lim := limits{servedName: "m", maxModelLen: 512, vocab: 151936}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, parse := range []func([]byte, limits) (genParams, *openai.ErrorResponse){parseCompletion, parseChat} {
 			p, e := parse(body, lim)
@@ -115,7 +116,9 @@ func FuzzParseCompletionRequest(f *testing.F) {
 				}
 				continue
 			}
-			if p.promptTokens < 1 || p.maxTokens < 1 || p.promptTokens+p.maxTokens > lim.maxModelLen || p.minTokens > p.maxTokens {
+			// maxModelLen-promptTokens, not promptTokens+maxTokens: a huge
+			// max_tokens would wrap the sum and pass unnoticed.
+			if p.promptTokens < 1 || p.maxTokens < 1 || p.maxTokens > lim.maxModelLen-p.promptTokens || p.minTokens > p.maxTokens {
 				t.Fatalf("accepted invalid request %+v from %q", p, body)
 			}
 			_, out, reason := p.plan(1, 1)
