@@ -248,9 +248,10 @@ func (r *runner) run(opts Options) (Result, error) {
 			break
 		}
 		step := sched.Step()
-		if step.Duration <= 0 {
+		if step.PrefillTokens == 0 && step.DecodeSeqs == 0 {
 			// Work that cannot be scheduled (cannot happen with a plan
-			// from NewPlan); wait for an arrival or give up.
+			// from NewPlan); wait for an arrival or give up. (Not
+			// Duration == 0: a tiny calibration rounds real steps to 0 ns.)
 			if next >= n {
 				break
 			}

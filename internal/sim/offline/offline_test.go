@@ -269,3 +269,18 @@ func BenchmarkOffline(b *testing.B) {
 	}
 	b.ReportMetric(float64(requests)/b.Elapsed().Seconds(), "sim_requests/s")
 }
+
+// TestSubNanosecondStepsStillCount: a calibration whose steps round to a
+// zero time.Duration still runs them; their tokens must be recorded rather
+// than the step being mistaken for one that scheduled nothing.
+func TestSubNanosecondStepsStillCount(t *testing.T) {
+	cfg := profile(64, 4096)
+	cfg.Calibration = &engine.Calibration{A: 1e-10}
+	res, err := Run(opts(cfg, 1, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 10 || res.Completed != 10 || res.RequestsUnfinished != 0 {
+		t.Fatalf("requests %d, completed %d, unfinished %d", res.Requests, res.Completed, res.RequestsUnfinished)
+	}
+}
