@@ -93,12 +93,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	// 0 is the "not given" value of --duration; given explicitly it must
-	// not turn into a 10-minute run, nor --step-duration 0 (or a step
-	// budget of 0) into FindMax's silent defaults.
+	// 0 is the "not given" value of --duration and, in the library, of
+	// the timeout and lag threshold; given explicitly it must not turn
+	// into a 10-minute run or another silent default.
 	switch {
 	case set["duration"] && *duration <= 0:
 		return usage("duration must be > 0, got %v", *duration)
+	case *timeout <= 0:
+		return usage("timeout must be > 0, got %v", *timeout)
+	case *lagThreshold <= 0:
+		return usage("lag-threshold must be > 0, got %v", *lagThreshold)
 	case *findMax && *stepDur <= 0:
 		return usage("step-duration must be > 0, got %v", *stepDur)
 	case *findMax && *steps <= 0:

@@ -134,7 +134,9 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 		{"--find-max", "--find-max-steps", "0"},
 		{"--find-max", "--duration", "30s"},     // each step lasts --step-duration
 		{"--rate", "0.05", "--duration", "10s"}, // no request in the steady window
-		{"--burstiness", "0.5"},                 // would be ignored: constant arrivals
+		{"--timeout", "0s"},                     // not silently the 60 s default
+		{"--lag-threshold", "0s"},
+		{"--burstiness", "0.5"}, // would be ignored: constant arrivals
 		{"--arrival", "poisson", "--burstiness", "0.5"},
 		{"--url", "127.0.0.1:8080"},
 		{"--url", "ftp://127.0.0.1:8080", "--model", "m", "--duration", "1s"},
