@@ -35,7 +35,8 @@ type Plan struct {
 	KVBytes         int64 `json:"kv_bytes"`         // what is left for the KV cache
 	NumBlocks       int   `json:"num_blocks"`       // KV blocks of BlockSize tokens
 	KVTokens        int   `json:"kv_tokens"`        // NumBlocks × BlockSize ("GPU KV cache size: N tokens")
-	// MaxConcurrency is KVTokens / MaxModelLen
+	// MaxConcurrency is NumBlocks / ⌈MaxModelLen / BlockSize⌉, which is
+	// KVTokens / MaxModelLen when MaxModelLen is a whole number of blocks
 	// ("Maximum concurrency for L tokens per request: Kx").
 	MaxConcurrency float64 `json:"max_concurrency"`
 	// StartupSeconds is the modelled load time of this model on this GPU

@@ -152,7 +152,8 @@ func NewPlan(cfg Config) (Plan, error) {
 	// (cdiv(max_model_len, block_size) pages): bytes for max_model_len
 	// tokens are not enough when the pool is a block short, and the
 	// scheduler would then refuse the longest requests.
-	need := int64((cfg.MaxModelLen+cfg.BlockSize-1)/cfg.BlockSize) * blockBytes
+	blocksPerSeq := (cfg.MaxModelLen + cfg.BlockSize - 1) / cfg.BlockSize
+	need := int64(blocksPerSeq) * blockBytes
 	if p.KVBytes < need {
 		// vLLM's estimate of the longest sequence that would fit.
 		est := p.KVTokens
@@ -162,7 +163,8 @@ func NewPlan(cfg Config) (Plan, error) {
 			"Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
 			cfg.MaxModelLen, float64(need)/GiB, float64(p.KVBytes)/GiB, est)
 	}
-	p.MaxConcurrency = float64(p.KVTokens) / float64(cfg.MaxModelLen)
+	// vLLM divides whole blocks: num_blocks / cdiv(max_model_len, block_size).
+	p.MaxConcurrency = float64(p.NumBlocks) / float64(blocksPerSeq)
 	return p, nil
 }
 

@@ -264,3 +264,18 @@ func TestPlanNeedsWholeBlocksForMaxModelLen(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// TestMaxConcurrencyCountsWholeBlocks: vLLM's "Maximum concurrency" is
+// num_blocks / cdiv(max_model_len, block_size): a 500-token request takes
+// 32 blocks of 16, as a 512-token one does.
+func TestMaxConcurrencyCountsWholeBlocks(t *testing.T) {
+	cfg := defaultConfig(64, 2048)
+	cfg.MaxModelLen = 500
+	p, err := NewPlan(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := float64(p.NumBlocks) / 32; p.MaxConcurrency != want {
+		t.Fatalf("max concurrency %v, want %v (%d blocks / 32 per request)", p.MaxConcurrency, want, p.NumBlocks)
+	}
+}
