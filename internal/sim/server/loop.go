@@ -148,12 +148,7 @@ func (l *loop) run(ctx context.Context) {
 			// arrives, not at the last step's end.
 			deadline = time.Time{}
 			// Idle: block on the channels (no busy loop).
-			select {
-			case s := <-l.addCh:
-				l.add(s)
-			case s := <-l.abortCh:
-				l.drop(s)
-			case <-ctx.Done():
+			if !l.awaitEvent(ctx) {
 				return
 			}
 			continue
@@ -187,12 +182,7 @@ func (l *loop) run(ctx context.Context) {
 			// changes): wait for a request or an abort rather than spin.
 			deadline = time.Time{}
 			l.updateGauges()
-			select {
-			case s := <-l.addCh:
-				l.add(s)
-			case s := <-l.abortCh:
-				l.drop(s)
-			case <-ctx.Done():
+			if !l.awaitEvent(ctx) {
 				return
 			}
 			continue
@@ -342,4 +332,18 @@ func (l *loop) abortAll() {
 		s.poke()
 	}
 	l.updateGauges()
+}
+
+// awaitEvent blocks until a request or an abort arrives and applies it; it
+// returns false when ctx is done.
+func (l *loop) awaitEvent(ctx context.Context) bool {
+	select {
+	case s := <-l.addCh:
+		l.add(s)
+	case s := <-l.abortCh:
+		l.drop(s)
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
