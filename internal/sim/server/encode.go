@@ -17,7 +17,7 @@ type chunkEncoder struct {
 	g                  *generation
 	prefix             []byte // up to and including the key of the text
 	suffix, lastSuffix []byte // after the text: finish_reason null / final
-	rolePrefix         []byte // chat only: the first chunk carries the role
+	roleEvent          []byte // chat only: the whole event that opens the message
 }
 
 func newChunkEncoder(g *generation) *chunkEncoder {
@@ -37,8 +37,14 @@ func newChunkEncoder(g *generation) *chunkEncoder {
 	if g.p.chat {
 		h := head(openai.ObjectChatChunk)
 		e.prefix = append(h[:len(h):len(h)], `"delta":{"content":`...)
-		e.rolePrefix = append(h[:len(h):len(h)], `"delta":{"role":"assistant","content":`...)
 		e.suffix = []byte(`},"logprobs":null,"finish_reason":null}]}`)
+		// vLLM's serving_chat.py opens the stream (on the engine's first
+		// output) with a chunk of its own whose delta is the role and an
+		// empty content; the token chunks that follow carry no role.
+		e.roleEvent = append([]byte("data: "), h...)
+		e.roleEvent = append(e.roleEvent, `"delta":{"role":"assistant","content":""`...)
+		e.roleEvent = append(e.roleEvent, e.suffix...)
+		e.roleEvent = append(e.roleEvent, '\n', '\n')
 		e.lastSuffix = append([]byte(`},"logprobs":null,"finish_reason":`), reason...)
 		e.lastSuffix = append(e.lastSuffix, `}]}`...)
 		return e
@@ -51,15 +57,16 @@ func newChunkEncoder(g *generation) *chunkEncoder {
 }
 
 // appendToken appends the event for output token k. In a chat stream the
-// first token's chunk also carries the assistant role, and the last token's
-// chunk carries the finish reason (as vLLM does when a step ends a request).
+// first token is preceded by the role chunk, which vLLM sends when the
+// first output arrives (so it leaves in the same write as token 0 and adds
+// no latency of its own). The last token's chunk carries the finish reason
+// (as vLLM does when a step ends a request).
 func (e *chunkEncoder) appendToken(dst []byte, k int) []byte {
-	dst = append(dst, "data: "...)
 	if k == 0 && e.g.p.chat {
-		dst = append(dst, e.rolePrefix...)
-	} else {
-		dst = append(dst, e.prefix...)
+		dst = append(dst, e.roleEvent...)
 	}
+	dst = append(dst, "data: "...)
+	dst = append(dst, e.prefix...)
 	var tok [64]byte
 	dst = appendJSONString(dst, string(e.g.appendText(tok[:0], k, k+1)))
 	if k == e.g.seq.outputTokens-1 {

@@ -216,7 +216,7 @@ func TestChatStreamMatchesWhole(t *testing.T) {
 	req["stream_options"] = obj{"include_usage": true}
 	evs := ts.postStream(t, "/v1/chat/completions", req)
 	var got string
-	var role, reason string
+	var reason string
 	var usage *openai.Usage
 	for i, ev := range evs {
 		c := decode[openai.ChatCompletionChunk](t, ev.data)
@@ -227,8 +227,17 @@ func TestChatStreamMatchesWhole(t *testing.T) {
 			usage = c.Usage
 			continue
 		}
+		// As vLLM: the first chunk only opens the assistant message (role,
+		// empty content, no finish reason); token chunks carry no role.
+		d := c.Choices[0].Delta
 		if i == 0 {
-			role = c.Choices[0].Delta.Role
+			if d.Role != "assistant" || d.Content == nil || *d.Content != "" || c.Choices[0].FinishReason != nil {
+				t.Fatalf("first event is not the role chunk: %s", ev.data)
+			}
+			continue
+		}
+		if d.Role != "" || d.Content == nil || *d.Content == "" {
+			t.Fatalf("event %d: token chunk must carry content only: %s", i, ev.data)
 		}
 		if c.Choices[0].Delta.Content != nil {
 			got += *c.Choices[0].Delta.Content
@@ -237,11 +246,11 @@ func TestChatStreamMatchesWhole(t *testing.T) {
 			reason = *c.Choices[0].FinishReason
 		}
 	}
-	if role != "assistant" || got != content || reason != openai.FinishLength || usage == nil || *usage != *whole.Usage {
-		t.Fatalf("stream: role %q reason %q usage %+v\n%q\n%q", role, reason, usage, got, content)
+	if got != content || reason != openai.FinishLength || usage == nil || *usage != *whole.Usage {
+		t.Fatalf("stream: reason %q usage %+v\n%q\n%q", reason, usage, got, content)
 	}
-	if len(evs) != 51 {
-		t.Fatalf("%d events, want 50 token chunks + usage", len(evs))
+	if len(evs) != 52 {
+		t.Fatalf("%d events, want role chunk + 50 token chunks + usage", len(evs))
 	}
 }
 
