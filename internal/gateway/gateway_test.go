@@ -35,6 +35,7 @@ type fakeWorker struct {
 	block     chan struct{} // if non-nil, non-stream requests wait on it
 	breakAt   int           // >0: kill the connection after this many events
 	events    int           // events per stream (default 3)
+	plainSize int           // >0: non-stream answers are this many bytes of JSON
 }
 
 func newFakeWorker(t *testing.T) *fakeWorker {
@@ -58,6 +59,22 @@ func (f *fakeWorker) serve(w http.ResponseWriter, r *http.Request) {
 		openai.WriteError(w, http.StatusBadRequest, "This model's maximum context length is 512 tokens. However, your request has 900 input tokens.")
 		return
 	}
+	if !req.Stream && f.plainSize > 0 {
+		// A large answer, written in pieces so a client that stops
+		// reading blocks the gateway's writes, not just this one.
+		w.Header().Set("Content-Type", "application/json")
+		piece := []byte(strings.Repeat(" ", 4096))
+		_, _ = io.WriteString(w, `{"choices":[],"pad":"`)
+		for n := 0; n < f.plainSize; n += len(piece) {
+			if r.Context().Err() != nil {
+				f.cancelled.Add(1)
+				return
+			}
+			_, _ = w.Write(piece)
+		}
+		_, _ = io.WriteString(w, `"}`)
+		return
+	}
 	if !req.Stream {
 		if f.block != nil {
 			select {
@@ -76,6 +93,10 @@ func (f *fakeWorker) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := openai.NewSSEWriter(w)
 	for i := range f.events {
+		if r.Context().Err() != nil {
+			f.cancelled.Add(1)
+			return
+		}
 		if f.breakAt > 0 && i == f.breakAt {
 			conn, _, _ := http.NewResponseController(w).Hijack()
 			conn.Close() // the worker "dies" mid-stream
@@ -315,6 +336,89 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	waitFor(t, func() bool { _, in := s.disp.Stats(); return in == 0 })
 }
 
+// stalledClient sends a request on a raw connection with a small receive
+// buffer and never reads the answer: a client that hung, not one that left.
+func stalledClient(t *testing.T, gw, path, body string) {
+	t.Helper()
+	addr := strings.TrimPrefix(gw, "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		path, addr, len(body), body); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStalledClientIsCutOff: a client that stops reading must not keep its
+// place and the worker's sequence forever. After stream_write_timeout
+// without progress the request ends, the upstream request is cancelled
+// and the stall is counted.
+func TestStalledClientIsCutOff(t *testing.T) {
+	for _, tc := range []struct{ name, body string }{
+		{"stream", `{"prompt":"hi","stream":true}`},
+		{"plain", `{"prompt":"hi"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeWorker(t)
+			f.events = 1 << 30    // far more than the socket buffers hold
+			f.plainSize = 1 << 30 // likewise
+			s, gw := newGateway(t, f.ts.URL, func(set *Settings) { set.StreamWriteTimeout = 300 * time.Millisecond })
+			stalledClient(t, gw, "/v1/completions", tc.body)
+			waitFor(t, func() bool { _, in := s.disp.Stats(); return in == 1 })
+			// The timeout counts from the last write that made progress, so
+			// allow for filling the socket buffers before the stall.
+			waitFor(t, func() bool { _, in := s.disp.Stats(); return in == 0 })
+			waitFor(t, func() bool { return f.running.Load() == 0 && f.cancelled.Load() == 1 })
+			resp, err := http.Get(gw + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := `llmlab_request_errors_total{code="499",reason="client_stalled"} 1`; !strings.Contains(string(b), want) {
+				t.Fatalf("metrics lack %q", want)
+			}
+		})
+	}
+}
+
+// TestWriteDeadlineDoesNotOutliveItsRequest: the deadline a relay armed
+// must not cut a later request on the same keep-alive connection (net/http
+// clears it after each response; this guards that assumption).
+func TestWriteDeadlineDoesNotOutliveItsRequest(t *testing.T) {
+	f := newFakeWorker(t)
+	_, gw := newGateway(t, f.ts.URL, func(set *Settings) { set.StreamWriteTimeout = 50 * time.Millisecond })
+	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer c.CloseIdleConnections()
+	for i := range 2 {
+		resp, err := c.Post(gw+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"hi","stream":true}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "[DONE]") {
+			t.Fatalf("request %d: %q", i, b)
+		}
+		time.Sleep(150 * time.Millisecond) // past the first request's deadline
+		resp, err = c.Get(gw + "/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d on a reused connection: %v %v", i, resp.StatusCode, err)
+		}
+	}
+}
+
 func TestQueueFullAndQueuedDisconnect(t *testing.T) {
 	f := newFakeWorker(t)
 	f.block = make(chan struct{})
@@ -543,6 +647,9 @@ func TestSettingsRejectBadValues(t *testing.T) {
 		if err := s.Validate(); err == nil {
 			t.Errorf("restart_backoff %v max_restart_backoff %v accepted", s.RestartBackoff, s.MaxRestartBackoff)
 		}
+	}
+	if s := Defaults(); s.Set("stream_write_timeout", "-1s") != nil || s.Validate() == nil {
+		t.Error("negative stream_write_timeout accepted")
 	}
 	if s := Defaults(); s.Validate() != nil {
 		t.Fatalf("defaults invalid: %v", s.Validate())

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/llmlab/llmlab/internal/openai"
@@ -164,7 +165,57 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, b
 		s.relayStream(w, r, resp, route, a.start)
 		return
 	}
-	s.relayPlain(w, resp)
+	s.relayPlain(w, resp, route)
+}
+
+// armWrite gives the next write or flush to the client StreamWriteTimeout
+// to complete. Without it a client that stops reading (but keeps its
+// connection open) blocks the relay forever once the socket buffers are
+// full, holding its dispatcher place and the worker's sequence. The
+// deadline is renewed before every write, so it bounds a stall, not the
+// length of a slow but progressing answer. The last deadline also bounds
+// net/http's final flush after the handler returns; net/http clears it
+// before the connection's next request. It costs no allocation.
+func (s *Server) armWrite(rc *http.ResponseController) {
+	if s.set.StreamWriteTimeout > 0 {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.set.StreamWriteTimeout))
+	}
+}
+
+// stalled reports whether a failed write to the client ran past its
+// deadline (as opposed to the client closing its connection).
+func stalled(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// clientFailed counts and, for a stall, logs the end of a request whose
+// client could not be written to. Returning from the relay then closes the
+// upstream body and cancels the upstream request, which the worker sees as
+// a disconnect and frees the sequence; the place is released by forward.
+func (s *Server) clientFailed(err error, route string) {
+	if stalled(err) {
+		s.metrics.Errors.WithLabelValues("client_stalled", "499").Inc()
+		s.log.Warn("client stopped reading; request ended", "route", route, "stream_write_timeout", s.set.StreamWriteTimeout)
+		return
+	}
+	s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
+}
+
+// deadlineWriter renews the client's write deadline before every write of
+// a plain body, and keeps the write error apart from the worker's read
+// errors, which the copy returns the same way.
+type deadlineWriter struct {
+	s   *Server
+	w   io.Writer
+	rc  *http.ResponseController
+	err error
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.s.armWrite(d.rc)
+	n, err := d.w.Write(p)
+	if err != nil {
+		d.err = err
+	}
+	return n, err
 }
 
 // hop-by-hop headers are not forwarded (RFC 9110 §7.6.1).
@@ -176,7 +227,7 @@ var hopHeaders = map[string]bool{
 // relayPlain passes the worker's answer through unchanged: status, headers
 // and body bytes (a 400 "maximum context length" from vLLM reaches the
 // client as vLLM wrote it).
-func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response) {
+func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route string) {
 	for k, vs := range resp.Header {
 		if !hopHeaders[k] {
 			w.Header()[k] = vs
@@ -185,8 +236,19 @@ func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response) {
 	if resp.StatusCode >= 400 {
 		s.metrics.Errors.WithLabelValues("upstream_status", fmt.Sprint(resp.StatusCode)).Inc()
 	}
+	rc := http.NewResponseController(w)
+	s.armWrite(rc) // WriteHeader may flush once the body is large
 	w.WriteHeader(resp.StatusCode)
-	if _, err := io.Copy(w, resp.Body); err != nil {
+	// A pooled reader copies in 32 KiB pieces, each write under its own
+	// deadline (io.Copy would use net/http's ReadFrom, with no way to
+	// renew the deadline between pieces).
+	br := s.readers.Get().(*bufio.Reader)
+	br.Reset(resp.Body)
+	defer func() { br.Reset(nil); s.readers.Put(br) }()
+	dw := &deadlineWriter{s: s, w: w, rc: rc}
+	if _, err := br.WriteTo(dw); dw.err != nil {
+		s.clientFailed(dw.err, route)
+	} else if err != nil {
 		s.metrics.Errors.WithLabelValues("upstream_interrupted", fmt.Sprint(resp.StatusCode)).Inc()
 		s.log.Warn("worker response interrupted", "error", err)
 	}
@@ -207,7 +269,11 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	_ = rc.Flush()
+	s.armWrite(rc)
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		s.clientFailed(err, route)
+		return
+	}
 
 	br := s.readers.Get().(*bufio.Reader)
 	br.Reset(resp.Body)
@@ -219,10 +285,11 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 		if len(line) > 0 && err != bufio.ErrBufferFull && isBlank(line) {
 			if len(event) > 0 {
 				event = append(event, '\n')
+				s.armWrite(rc)
 				if _, werr := w.Write(event); werr != nil {
-					// The client is gone; returning closes the upstream
-					// body, which the worker sees as a disconnect.
-					s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
+					// The client is gone or stalled; returning closes the
+					// upstream body, which the worker sees as a disconnect.
+					s.clientFailed(werr, route)
 					return
 				}
 				unflushed = true
@@ -242,8 +309,9 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 			continue // more is here already: send it with the same flush
 		}
 		if unflushed {
+			s.armWrite(rc)
 			if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
-				s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
+				s.clientFailed(ferr, route)
 				return
 			}
 			unflushed = false

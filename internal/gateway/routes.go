@@ -335,7 +335,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		s.relayPlain(w, resp)
+		s.relayPlain(w, resp, "/generate")
 		return
 	}
 	var cr openai.CompletionResponse

@@ -18,21 +18,24 @@ import (
 // (idle_timeout) that names it in all four places: LLMLAB_IDLE_TIMEOUT,
 // --idle-timeout.
 type Settings struct {
-	Host              string
-	Port              int
-	IdleTimeout       time.Duration // 0 disables scale-to-zero
-	StartupTimeout    time.Duration // worker start-up bound
-	ColdStartTimeout  time.Duration // how long a request may wait for a place and a READY worker
-	QueueMax          int
-	MaxInFlight       int // 0: the profile's max_num_seqs
-	MaxBodyBytes      int64
-	ShutdownTimeout   time.Duration // grace for in-flight requests on SIGTERM
-	DrainTimeout      time.Duration // grace for in-flight requests before a worker stop
-	StopGrace         time.Duration // SIGTERM → SIGKILL for the worker
-	RestartBackoff    time.Duration
-	MaxRestartBackoff time.Duration
-	LogDir            string
-	LogLevel          string
+	Host             string
+	Port             int
+	IdleTimeout      time.Duration // 0 disables scale-to-zero
+	StartupTimeout   time.Duration // worker start-up bound
+	ColdStartTimeout time.Duration // how long a request may wait for a place and a READY worker
+	QueueMax         int
+	MaxInFlight      int // 0: the profile's max_num_seqs
+	MaxBodyBytes     int64
+	// StreamWriteTimeout bounds each write of a relayed answer to the
+	// client; 0 means no bound.
+	StreamWriteTimeout time.Duration
+	ShutdownTimeout    time.Duration // grace for in-flight requests on SIGTERM
+	DrainTimeout       time.Duration // grace for in-flight requests before a worker stop
+	StopGrace          time.Duration // SIGTERM → SIGKILL for the worker
+	RestartBackoff     time.Duration
+	MaxRestartBackoff  time.Duration
+	LogDir             string
+	LogLevel           string
 	// WorkerStartupSeconds overrides the simulated worker's modelled load
 	// time (--startup-seconds); negative means the profile's or the sim's.
 	WorkerStartupSeconds float64
@@ -48,6 +51,7 @@ func Defaults() Settings {
 		ColdStartTimeout:     3 * time.Minute,
 		QueueMax:             256,
 		MaxBodyBytes:         1 << 20,
+		StreamWriteTimeout:   30 * time.Second,
 		ShutdownTimeout:      30 * time.Second,
 		DrainTimeout:         30 * time.Second,
 		StopGrace:            10 * time.Second,
@@ -99,6 +103,7 @@ func (s *Settings) Knobs() []Knob {
 		{"queue_max", "most requests waiting for a place; beyond it 429", &s.QueueMax},
 		{"max_in_flight", "most requests sent to the worker at once (0: the profile's max_num_seqs)", &s.MaxInFlight},
 		{"max_body_bytes", "largest request body accepted; beyond it 413", &s.MaxBodyBytes},
+		{"stream_write_timeout", "longest a single write of an answer (a stream event or a piece of a body) to a client may block; a client that stops reading for longer loses its request (error reason client_stalled), which frees its place and the worker's sequence (0: wait forever)", &s.StreamWriteTimeout},
 		{"shutdown_timeout", "on SIGTERM, grace for in-flight requests", &s.ShutdownTimeout},
 		{"drain_timeout", "before a worker stop, grace for in-flight requests", &s.DrainTimeout},
 		{"stop_grace", "time between SIGTERM and SIGKILL for the worker", &s.StopGrace},
@@ -218,6 +223,9 @@ func (s *Settings) Validate() error {
 	}
 	if s.IdleTimeout < 0 {
 		errs = append(errs, errors.New("idle_timeout must be >= 0"))
+	}
+	if s.StreamWriteTimeout < 0 {
+		errs = append(errs, errors.New("stream_write_timeout must be >= 0"))
 	}
 	// The supervisor would silently replace a non-positive back-off with its
 	// default; say so instead of ignoring what was asked.

@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -349,6 +353,93 @@ func TestServeDisconnectCancelsUpstream(t *testing.T) {
 	st := getStatus(t, base)
 	if st.Queue.InFlight != 0 {
 		t.Fatalf("gateway still counts %d in flight", st.Queue.InFlight)
+	}
+}
+
+// fastStreamWorker is an external vLLM-shaped worker that streams tokens
+// as fast as it can until its client leaves: more than any socket buffer
+// holds. (The simulated engine cannot stand in: 480 tokens of its events
+// are ~100 KiB, which the loopback send buffer, autotuned to MiBs, takes
+// whole, so no write to a stalled client would ever block.) It reports
+// vllm:num_requests_running as vLLM does.
+func fastStreamWorker(t *testing.T) *httptest.Server {
+	var running, finished atomic.Int64
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/health":
+			return
+		case "/metrics":
+			fmt.Fprintf(w, "vllm:num_requests_running{engine=\"0\",model_name=\"%s\"} %d\n", serveModel, running.Load())
+			fmt.Fprintf(w, "vllm:request_success_total{engine=\"0\",finished_reason=\"length\",model_name=\"%s\"} %d\n", serveModel, finished.Load())
+			return
+		}
+		running.Add(1)
+		defer running.Add(-1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		event := []byte(`data: {"id":"cmpl-1","object":"text_completion","model":"` + serveModel + `","choices":[{"index":0,"text":" token","logprobs":null,"finish_reason":null}]}` + "\n\n")
+		for range 1 << 20 { // 150 MiB: far beyond any buffer
+			if _, err := w.Write(event); err != nil || r.Context().Err() != nil {
+				return
+			}
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+		finished.Add(1)
+	}))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// TestServeStalledClientIsCutOff: a client that keeps its connection open
+// but stops reading must not hold its place and the worker's sequence
+// forever. Once the socket buffers are full, a write blocks; after
+// --stream-write-timeout the gateway ends the request, which cancels the
+// worker's.
+func TestServeStalledClientIsCutOff(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	worker := fastStreamWorker(t)
+	prof := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(prof, []byte("name: fast\nengine: external\nurl: "+worker.URL+"\nmodel: Qwen/Qwen2.5-0.5B-Instruct\nserved_model_name: "+serveModel+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, base := startServe(t, "--profile", prof, "--stream-write-timeout", timeout.String())
+	addr := strings.TrimPrefix(base, "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A small receive window, and no reads: the gateway's writes block once
+	// its send buffer is full.
+	if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"prompt":"hi","max_tokens":480,"ignore_eos":true,"stream":true}`
+	if _, err := fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		addr, len(body), body); err != nil {
+		t.Fatal(err)
+	}
+	running := regexp.MustCompile(`(?m)^vllm:num_requests_running\{[^}]*\} (\S+)`)
+	t0 := time.Now()
+	for getStatus(t, base).Queue.InFlight != 1 || metricMatching(t, worker.URL+"/metrics", running) != 1 {
+		if time.Since(t0) > 10*time.Second {
+			t.Fatal("the request never reached the worker")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The buffers fill within milliseconds; the stall is cut timeout later.
+	t0 = time.Now()
+	for getStatus(t, base).Queue.InFlight != 0 || metricMatching(t, worker.URL+"/metrics", running) != 0 {
+		if time.Since(t0) > timeout+3*time.Second {
+			t.Fatal("a client that stopped reading still holds its place or the worker's sequence")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	finished := regexp.MustCompile(`(?m)^vllm:request_success_total\{[^}]*finished_reason="length"[^}]*\} (\S+)`)
+	if v := metricMatching(t, worker.URL+"/metrics", finished); v != 0 {
+		t.Fatalf("the request ran to its end (%v finished): not cut off", v)
+	}
+	if v := metric(t, base+"/metrics", `llmlab_request_errors_total{code="499",reason="client_stalled"}`); v != 1 {
+		t.Fatalf("client_stalled errors %v, want 1", v)
 	}
 }
 
