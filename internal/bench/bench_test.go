@@ -521,6 +521,74 @@ func TestSaveRunFileNumbersAreUniqueAcrossProfiles(t *testing.T) {
 	}
 }
 
+// TestRunFilesAppearOnlyComplete: a reader of the runs directory (the tuner,
+// the report) never sees a run file that is empty or half written, whether
+// it is numbered (SaveRunFile) or rewritten in place (WriteRunFile, --out),
+// and no temporary file is left behind.
+func TestRunFilesAppearOnlyComplete(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.json")
+	stop := make(chan struct{})
+	readerDone := make(chan []string)
+	go func() {
+		var bad []string
+		for {
+			select {
+			case <-stop:
+				readerDone <- bad
+				return
+			default:
+			}
+			entries, _ := os.ReadDir(dir)
+			for _, e := range entries {
+				if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+					continue
+				}
+				b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+				if err != nil {
+					continue // given up (a lost run number) between listing and reading
+				}
+				var rf RunFile
+				if err := json.Unmarshal(b, &rf); err != nil || rf.ID+".json" != e.Name() {
+					bad = append(bad, fmt.Sprintf("%s (%d bytes)", e.Name(), len(b)))
+				}
+			}
+		}
+	}()
+	const writers, each = 4, 10
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			for range each {
+				rf := RunFile{Profile: fmt.Sprintf("p%d", i), Results: &Result{}}
+				if _, err := SaveRunFile(dir, &rf); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 100 {
+			rf := RunFile{Profile: "out", Results: &Result{}}
+			if err := WriteRunFile(out, &rf); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	if bad := <-readerDone; len(bad) > 0 {
+		t.Errorf("a reader saw %d incomplete run files, e.g. %s", len(bad), bad[0])
+	}
+	if files, _ := os.ReadDir(dir); len(files) != writers*each+1 {
+		var names []string
+		for _, f := range files {
+			names = append(names, f.Name())
+		}
+		t.Errorf("%d files in the runs dir, want %d: %v", len(files), writers*each+1, names)
+	}
+}
+
 // A search cut short by Ctrl-C lists its last step as interrupted, not as
 // a failure of the server at that rate.
 func TestFindMaxSummaryMarksInterruptedStep(t *testing.T) {

@@ -179,8 +179,10 @@ func NextRunPath(dir, profile string, day time.Time) (string, error) {
 }
 
 // SaveRunFile writes rf under dir with the next free run name of today
-// (UTC) and returns the path. The file is created exclusively, so two
-// benches finishing at once cannot overwrite each other.
+// (UTC) and returns the path. The file appears under its name only
+// complete: it is written to a temporary file first and then linked to the
+// run name, which fails if the name exists, so two benches finishing at
+// once cannot overwrite each other either.
 func SaveRunFile(dir string, rf *RunFile) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create runs dir: %w", err)
@@ -190,7 +192,12 @@ func SaveRunFile(dir string, rf *RunFile) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		tmp, err := writeTemp(path, rf)
+		if err != nil {
+			return "", err
+		}
+		err = claim(tmp, path)
+		os.Remove(tmp) // the run name, if claimed, is a second link to it
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
@@ -206,7 +213,6 @@ func SaveRunFile(dir string, rf *RunFile) (string, error) {
 		// pause, so they do not collide again.
 		lost, err := runNumberTaken(dir, filepath.Base(path))
 		if err != nil || lost {
-			f.Close()
 			os.Remove(path)
 			if err != nil {
 				return "", err
@@ -214,9 +220,30 @@ func SaveRunFile(dir string, rf *RunFile) (string, error) {
 			time.Sleep(time.Duration(rand.Int64N(int64(5 * time.Millisecond))))
 			continue
 		}
-		return path, writeRunFileTo(f, path, rf)
+		return path, nil
 	}
 	return "", fmt.Errorf("save run file: no free run number in %s", dir)
+}
+
+// claim gives the complete file tmp the name path, failing with
+// fs.ErrExist if path exists. A hard link does both at once. Where the file
+// system has no hard links, the name is reserved by an exclusive create and
+// tmp renamed over it, so a reader may see an empty file for that moment.
+func claim(tmp, path string) error {
+	err := os.Link(tmp, path)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
 }
 
 // runNumberTaken reports whether dir holds another run file of name's day
@@ -237,40 +264,59 @@ func runNumberTaken(dir, name string) (bool, error) {
 }
 
 // WriteRunFile writes rf to path, replacing any file there. rf.ID is set
-// from the file name.
+// from the file name. The new file is written beside path and renamed over
+// it, so a reader sees the old file or the new one, never a partial one.
 func WriteRunFile(path string, rf *RunFile) error {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("create run file dir: %w", err)
 		}
 	}
-	return writeRunFile(path, rf, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
-}
-
-func writeRunFile(path string, rf *RunFile, flag int) error {
-	f, err := os.OpenFile(path, flag, 0o644)
+	tmp, err := writeTemp(path, rf)
 	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("write run file: %w", err)
 	}
-	return writeRunFileTo(f, path, rf)
+	return nil
 }
 
-// writeRunFileTo writes rf into f, opened at path, and closes it.
-func writeRunFileTo(f *os.File, path string, rf *RunFile) error {
+// writeTemp writes rf, with its ID taken from path, to a new temporary file
+// in path's directory (a rename is atomic only within one file system) and
+// returns its name. The name starts with a dot and does not end in .json,
+// so neither run numbering nor a reader of run files counts it. The data
+// is synced before the file gets its real name, so a crash cannot leave an
+// empty file under it.
+func writeTemp(path string, rf *RunFile) (string, error) {
 	rf.ID = strings.TrimSuffix(filepath.Base(path), ".json")
 	b, err := json.MarshalIndent(rf, "", "  ")
 	if err != nil {
-		f.Close()
-		return fmt.Errorf("encode run file: %w", err)
+		return "", fmt.Errorf("encode run file: %w", err)
 	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write run file %s: %w", path, err)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return "", fmt.Errorf("write run file: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write run file %s: %w", path, err)
+	tmp := f.Name()
+	err = func() error {
+		if _, err := f.Write(append(b, '\n')); err != nil {
+			return err
+		}
+		if err := f.Chmod(0o644); err != nil { // CreateTemp makes it 0600
+			return err
+		}
+		return f.Sync()
+	}()
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return nil
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("write run file %s: %w", path, err)
+	}
+	return tmp, nil
 }
 
 // ReadRunFile reads a run file written by WriteRunFile or SaveRunFile.
