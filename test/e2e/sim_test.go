@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -284,6 +285,31 @@ func TestSimServeStartupRefusesConnections(t *testing.T) {
 	}
 	if code := p.wait(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGINT:\n%s", code, p.out.String())
+	}
+}
+
+// TestSimServeBusyPortFailsAtOnce: vLLM binds its socket before loading the
+// model, so a port in use fails within moments with Python's OSError text,
+// not after the ~34 s modelled start-up (the default here).
+func TestSimServeBusyPortFailsAtOnce(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the early bind is Linux-only; elsewhere the port is bound after the start-up")
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	began := time.Now()
+	p := start(t, "sim", "--port", itoa(busy.Addr().(*net.TCPAddr).Port))
+	if code := p.wait(t, 15*time.Second); code == 0 {
+		t.Fatalf("exit code 0 on a busy port:\n%s", p.out.String())
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Fatalf("busy port reported after %v", took)
+	}
+	if out := p.out.String(); !strings.Contains(out, "[Errno 98] Address already in use") {
+		t.Fatalf("output lacks vLLM's error:\n%s", out)
 	}
 }
 

@@ -15,6 +15,13 @@
 // vLLM's does), then listens and logs "Starting vLLM API server on
 // http://host:port".
 //
+// Like vLLM, which creates and binds its server socket before it loads the
+// model, Run binds the port first of all (bind_linux.go): a port in use
+// fails at once with "OSError: [Errno 98] Address already in use" on
+// Config.Stderr, not after the start-up. The socket listens only once the
+// start-up is over; until then the kernel refuses connections to it. Off
+// Linux the fallback binds and listens together after the start-up.
+//
 // # Engine loop
 //
 // One goroutine owns the scheduler (see loop.go): it takes new requests and
@@ -57,9 +64,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -94,7 +99,8 @@ const shutdownGrace = 5 * time.Second
 // Run starts the simulated vLLM server and blocks until ctx is done; then it
 // aborts the requests in flight (streams end with an error event), shuts the
 // HTTP server down and returns nil. It returns an error when the engine
-// cannot start (the text is vLLM's) or the port cannot be bound.
+// cannot start (the text is vLLM's) or the port cannot be bound (at once,
+// before the start-up; see the package doc).
 func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Logger
 	if log == nil {
@@ -107,6 +113,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ServedModelName == "" {
 		cfg.ServedModelName = cfg.Model
 	}
+	// Bind before anything else, as vLLM does, so a busy port is reported
+	// now rather than after the modelled start-up.
+	sock, err := bindPort(cfg.Host, cfg.Port)
+	if err != nil {
+		fmt.Fprintln(stderr, "OSError: "+pythonOSError(err))
+		log.Error("cannot bind the server socket", "err", err.Error())
+		return err
+	}
+	defer sock.close()
 	plan, planErr := engine.NewPlan(cfg.Engine)
 	startup := cfg.StartupSeconds
 	if startup < 0 {
@@ -135,10 +150,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 
-	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	ln, err := net.Listen("tcp", addr)
+	ln, err := sock.listen()
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+		return err
 	}
 	s := newServer(cfg, plan, nil)
 	loopCtx, stopLoop := context.WithCancel(context.Background())
