@@ -445,20 +445,7 @@ func TestServeStalledClientIsCutOff(t *testing.T) {
 
 func TestServeSIGTERMDrainsInFlight(t *testing.T) {
 	p, base := startServe(t, "--shutdown-timeout", "20s")
-	resp, err := http.Post(base+"/v1/completions", "application/json",
-		strings.NewReader(`{"prompt":"hi","max_tokens":200,"ignore_eos":true,"stream":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	if _, err := br.ReadString('\n'); err != nil {
-		t.Fatal(err)
-	}
-	pid := getStatus(t, base).Worker.PID
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	br, pid := streamThenSIGTERM(t, p, base, 200)
 	// New connections are refused while the stream goes on.
 	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
 	deadline := time.Now().Add(2 * time.Second)
@@ -793,20 +780,7 @@ func TestServeSIGTERMWhileHeldServesIt(t *testing.T) {
 // error event and [DONE], not a cut connection, and the gateway exits 0.
 func TestServeShutdownGraceExpiryEndsStreamExplicitly(t *testing.T) {
 	p, base := startServe(t, "--shutdown-timeout", "500ms")
-	resp, err := http.Post(base+"/v1/completions", "application/json",
-		strings.NewReader(`{"prompt":"hi","max_tokens":480,"ignore_eos":true,"stream":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	if _, err := br.ReadString('\n'); err != nil {
-		t.Fatal(err)
-	}
-	pid := getStatus(t, base).Worker.PID
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	br, pid := streamThenSIGTERM(t, p, base, 480)
 	rest, _ := io.ReadAll(br)
 	evs := strings.Split(strings.TrimSpace(string(rest)), "\n\n")
 	if len(evs) < 2 || !strings.Contains(evs[len(evs)-2], `"error"`) || evs[len(evs)-1] != "data: [DONE]" {
@@ -882,4 +856,26 @@ func TestServeGatewaySIGKILLLeavesNoWorker(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// streamThenSIGTERM opens a stream of maxTokens tokens through the gateway,
+// waits for its first event, and sends the gateway SIGTERM. It returns the
+// rest of the stream and the worker's pid.
+func streamThenSIGTERM(t *testing.T, p *proc, base string, maxTokens int) (*bufio.Reader, int) {
+	t.Helper()
+	resp, err := http.Post(base+"/v1/completions", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"prompt":"hi","max_tokens":%d,"ignore_eos":true,"stream":true}`, maxTokens)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	pid := getStatus(t, base).Worker.PID
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	return br, pid
 }

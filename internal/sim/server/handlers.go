@@ -18,8 +18,8 @@ import (
 // as OpenAI-shaped JSON.
 func (s *server) handler() http.Handler {
 	routes := map[string]map[string]http.HandlerFunc{
-		"/v1/completions":      {http.MethodPost: s.handleCompletions},
-		"/v1/chat/completions": {http.MethodPost: s.handleChat},
+		"/v1/completions":      {http.MethodPost: s.handleGenerate(parseCompletion)},
+		"/v1/chat/completions": {http.MethodPost: s.handleGenerate(parseChat)},
 		"/v1/models":           {http.MethodGet: s.handleModels},
 		"/health":              {http.MethodGet: s.handleHealth},
 		"/metrics":             {http.MethodGet: s.m.handler().ServeHTTP},
@@ -101,30 +101,20 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *openai.ErrorResp
 	return body, nil
 }
 
-func (s *server) handleCompletions(w http.ResponseWriter, r *http.Request) {
-	body, e := readBody(w, r)
-	if e == nil {
-		var p genParams
-		p, e = parseCompletion(body, s.limits())
+// handleGenerate serves /v1/completions or /v1/chat/completions: the two
+// differ only in how the body is parsed into a generation.
+func (s *server) handleGenerate(parse func([]byte, limits) (genParams, *openai.ErrorResponse)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, e := readBody(w, r)
 		if e == nil {
-			s.generate(w, r, p)
-			return
+			var p genParams
+			if p, e = parse(body, s.limits()); e == nil {
+				s.generate(w, r, p)
+				return
+			}
 		}
+		openai.WriteErrorBody(w, *e)
 	}
-	openai.WriteErrorBody(w, *e)
-}
-
-func (s *server) handleChat(w http.ResponseWriter, r *http.Request) {
-	body, e := readBody(w, r)
-	if e == nil {
-		var p genParams
-		p, e = parseChat(body, s.limits())
-		if e == nil {
-			s.generate(w, r, p)
-			return
-		}
-	}
-	openai.WriteErrorBody(w, *e)
 }
 
 // generation is one request in flight in a handler.
