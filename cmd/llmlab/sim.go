@@ -2,19 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 
 	"github.com/llmlab/llmlab/internal/observability"
 	"github.com/llmlab/llmlab/internal/sim/engine"
-	"github.com/llmlab/llmlab/internal/sim/offline"
 	"github.com/llmlab/llmlab/internal/sim/server"
-	"github.com/llmlab/llmlab/internal/slo"
 )
 
 // defaultSimModel is what `vllm serve` would be given for the default model spec.
@@ -162,72 +158,6 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// runSimOffline is `llmlab sim run`.
-func runSimOffline(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("llmlab sim run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var ef engineFlags
-	ef.register(fs)
-	rate := fs.Float64("rate", 1, "arrival rate, requests/s (with --find-max: where the search starts)")
-	duration := fs.Duration("duration", 0, "arrival window (default: the SLO file's measurement duration, 10m)")
-	inputLen := fs.Int("input-len", 0, "prompt tokens per request (default: the SLO file's workload, 200)")
-	outputLen := fs.Int("output-len", 0, "output tokens per request (default: the SLO file's workload, 200)")
-	arrival := fs.String("arrival", offline.ArrivalConstant, "arrival process: constant or poisson")
-	sloPath := fs.String("slo", "", "SLO file (default: embedded configs/slo.yaml)")
-	findMax := fs.Bool("find-max", false, "search for the highest rate that meets the SLO and print it (max_rps_under_slo) with the run at that rate")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: llmlab sim run --rate R [flags]\n\n"+
-			"Runs the simulated engine's scheduler in virtual time over an open-loop arrival\n"+
-			"process and prints one JSON object. Flags:")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := ef.engineConfig()
-	if err != nil {
-		return &exitError{code: 2, err: err}
-	}
-	spec, err := slo.Load(*sloPath)
-	if err != nil {
-		return &exitError{code: 2, err: err}
-	}
-	opts := offline.Options{
-		Engine: cfg, Rate: *rate, Duration: *duration, InputLen: *inputLen, OutputLen: *outputLen,
-		Arrival: *arrival, Seed: ef.seed, SLO: spec.SLO,
-	}
-	if opts.Duration == 0 {
-		opts.Duration = spec.Measurement.Duration
-	}
-	if opts.InputLen == 0 {
-		opts.InputLen = spec.Workload.InputTokens
-	}
-	if opts.OutputLen == 0 {
-		opts.OutputLen = spec.Workload.OutputTokens
-	}
-	if err := engine.ValidateConfig(cfg); err != nil {
-		return simStartupError(stderr, err)
-	}
-	var out any
-	if *findMax {
-		out, err = offline.FindMax(opts)
-	} else {
-		out, err = offline.Run(opts)
-	}
-	if err != nil {
-		if _, planErr := engine.NewPlan(cfg); planErr != nil {
-			return simStartupError(stderr, planErr)
-		}
-		return &exitError{code: 2, err: err}
-	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		return fmt.Errorf("write result: %w", err)
-	}
-	return nil
-}
-
 // simStartupError prints an engine start-up failure as vLLM does (the
 // exception line on stderr) and exits 1.
 func simStartupError(stderr io.Writer, err error) error {
@@ -237,62 +167,4 @@ func simStartupError(stderr io.Writer, err error) error {
 	}
 	fmt.Fprintln(stderr, msg)
 	return &exitError{code: 1}
-}
-
-// planReport is what `llmlab sim plan` prints: the start-up memory plan and
-// the step-time model, for documentation and for checking a configuration
-// without starting anything.
-type planReport struct {
-	GPU       string             `json:"gpu"`
-	ModelSpec string             `json:"model_spec"`
-	Plan      engine.Plan        `json:"plan"`
-	Log       []string           `json:"log"`
-	Linear    engine.Calibration `json:"step_linear"`
-	// DecodeStepSeconds is the modelled time of a pure decode step at each
-	// batch size, every sequence with a 300-token context.
-	DecodeStepSeconds map[string]float64 `json:"decode_step_s_ctx300"`
-	// Prefill200Seconds is a step prefilling one 200-token prompt alone.
-	Prefill200Seconds float64 `json:"prefill_200_step_s"`
-}
-
-// runSimPlan is `llmlab sim plan`: it profiles memory as start-up would and
-// prints the plan and modelled step times, or vLLM's error (exit 1).
-func runSimPlan(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("llmlab sim plan", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var ef engineFlags
-	ef.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: llmlab sim plan [flags]\n\nPrints the memory plan and modelled step times of a configuration as JSON. Flags:")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := ef.engineConfig()
-	if err != nil {
-		return &exitError{code: 2, err: err}
-	}
-	plan, err := engine.NewPlan(cfg)
-	if err != nil {
-		return simStartupError(stderr, err)
-	}
-	sm, err := engine.NewStepModel(cfg)
-	if err != nil {
-		return fmt.Errorf("step model: %w", err)
-	}
-	rep := planReport{
-		GPU: cfg.GPU, ModelSpec: cfg.ModelSpec, Plan: plan, Log: plan.LogLines(cfg), Linear: sm.Linear(),
-		DecodeStepSeconds: map[string]float64{},
-		Prefill200Seconds: sm.Seconds(200, 0, 200),
-	}
-	for _, b := range []int{1, 8, 32, 64, 128, 256} {
-		rep.DecodeStepSeconds[strconv.Itoa(b)] = sm.Seconds(0, b, 300*b)
-	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(rep); err != nil {
-		return fmt.Errorf("write plan: %w", err)
-	}
-	return nil
 }

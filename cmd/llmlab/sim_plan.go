@@ -1,0 +1,69 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/llmlab/llmlab/internal/sim/engine"
+)
+
+// planReport is what `llmlab sim plan` prints: the start-up memory plan and
+// the step-time model, for documentation and for checking a configuration
+// without starting anything.
+type planReport struct {
+	GPU       string             `json:"gpu"`
+	ModelSpec string             `json:"model_spec"`
+	Plan      engine.Plan        `json:"plan"`
+	Log       []string           `json:"log"`
+	Linear    engine.Calibration `json:"step_linear"`
+	// DecodeStepSeconds is the modelled time of a pure decode step at each
+	// batch size, every sequence with a 300-token context.
+	DecodeStepSeconds map[string]float64 `json:"decode_step_s_ctx300"`
+	// Prefill200Seconds is a step prefilling one 200-token prompt alone.
+	Prefill200Seconds float64 `json:"prefill_200_step_s"`
+}
+
+// runSimPlan is `llmlab sim plan`: it profiles memory as start-up would and
+// prints the plan and modelled step times, or vLLM's error (exit 1).
+func runSimPlan(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("llmlab sim plan", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var ef engineFlags
+	ef.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: llmlab sim plan [flags]\n\nPrints the memory plan and modelled step times of a configuration as JSON. Flags:")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := ef.engineConfig()
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	plan, err := engine.NewPlan(cfg)
+	if err != nil {
+		return simStartupError(stderr, err)
+	}
+	sm, err := engine.NewStepModel(cfg)
+	if err != nil {
+		return fmt.Errorf("step model: %w", err)
+	}
+	rep := planReport{
+		GPU: cfg.GPU, ModelSpec: cfg.ModelSpec, Plan: plan, Log: plan.LogLines(cfg), Linear: sm.Linear(),
+		DecodeStepSeconds: map[string]float64{},
+		Prefill200Seconds: sm.Seconds(200, 0, 200),
+	}
+	for _, b := range []int{1, 8, 32, 64, 128, 256} {
+		rep.DecodeStepSeconds[strconv.Itoa(b)] = sm.Seconds(0, b, 300*b)
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	return nil
+}
