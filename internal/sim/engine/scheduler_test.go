@@ -217,7 +217,7 @@ func runRandomized(t *testing.T, seed uint64) {
 			slices.Sort(live)
 			id := live[rng.IntN(len(live))]
 			before := s.Stats().UsedBlocks
-			held := s.byID[id].blocks
+			held := len(s.byID[id].blocks)
 			if !s.Abort(id) {
 				t.Fatalf("abort %s of a live request failed", id)
 			}
@@ -248,13 +248,13 @@ func runRandomized(t *testing.T, seed uint64) {
 		}
 		sum := 0
 		for _, q := range s.running {
-			sum += q.blocks
-			if q.blocks < s.blocksFor(q.numComputed) {
-				t.Fatalf("%s holds %d blocks for %d computed tokens", q.id, q.blocks, q.numComputed)
+			sum += len(q.blocks)
+			if len(q.blocks) < s.blocksFor(q.numComputed) {
+				t.Fatalf("%s holds %d blocks for %d computed tokens", q.id, len(q.blocks), q.numComputed)
 			}
 		}
 		for i := 0; i < s.waiting.len(); i++ {
-			if b := s.waiting.at(i).blocks; b != 0 {
+			if b := len(s.waiting.at(i).blocks); b != 0 {
 				t.Fatalf("waiting %s holds %d blocks", s.waiting.at(i).id, b)
 			}
 		}
