@@ -62,7 +62,7 @@ type Scheduler struct {
 	scheduled []*seq
 	tokens    []TokenEvent
 	preempted []string
-	pool      []*seq // recycled seq structs
+	pool      []*seq  // recycled seq structs
 	hits      []int32 // prefix-cache hit blocks of the request being admitted
 	blockToks []int32 // token ids of the block being hashed
 }
