@@ -163,12 +163,15 @@ func (c *kvCache) evict(b int32) {
 // needs a 64-bit collision.
 const hashRoot uint64 = 0x6c6c6d6c61622d31 // "llmlab-1"
 
-// blockHash chains the hash of one full block of token ids to parent.
+// blockHash chains the hash of one full block of token ids to parent:
+// FNV-1a over the 32-bit ids, then one full mix so that nearby parents and
+// ids spread over all 64 bits.
 func blockHash(parent uint64, ids []int32) uint64 {
 	h := parent
 	for _, id := range ids {
-		h = mix64(h ^ uint64(uint32(id)) ^ 0x100000000)
+		h = (h ^ uint64(uint32(id))) * 0x100000001b3
 	}
+	h = mix64(h ^ uint64(len(ids)))
 	if h == 0 {
 		h = 1 // 0 means "no hash" in kvCache
 	}

@@ -240,7 +240,9 @@ func (q *seq) tokenID(j int) int32 {
 	if j < len(q.tokens) {
 		return q.tokens[j]
 	}
-	return int32(mix64(q.salt+uint64(j)) >> 33)
+	// A Weyl sequence from a random salt: distinct for each j, and cheap
+	// (blockHash mixes the ids).
+	return int32((q.salt + uint64(j)*0x9e3779b97f4a7c15) >> 33)
 }
 
 // lookupPrefix finds q's longest run of cached leading blocks
