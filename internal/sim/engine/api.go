@@ -51,7 +51,7 @@ type Plan struct {
 
 // Request is one sequence handed to the scheduler. The caller decides how
 // many tokens it will produce (ignore_eos → max_tokens; otherwise where the
-// simulated EOS falls), so the engine never needs token contents.
+// simulated EOS falls), so the engine needs no output token contents.
 type Request struct {
 	ID           string
 	PromptTokens int // > 0
