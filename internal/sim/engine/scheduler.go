@@ -358,7 +358,9 @@ func (s *Scheduler) Step() Step {
 			if s.kv.caching {
 				// Recorded at admission, so a lookup that did not lead
 				// to scheduling is not counted (Scheduler.schedule →
-				// KVCacheManager.record_prefix_cache_stats).
+				// KVCacheManager.record_prefix_cache_stats; earlier V1
+				// releases counted inside get_computed_blocks, at every
+				// lookup of a request blocked at the head of waiting).
 				if q.preempted {
 					s.prefix.preemptedQueries += int64(q.numTokens())
 					s.prefix.preemptedHits += int64(hit)
