@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	oai "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -49,5 +52,24 @@ func TestSimPrefixCacheCounters(t *testing.T) {
 				t.Errorf("%d-token prompt twice: queries %v hits %v, want %v %v", prompt, q, h, wantQ, wantH)
 			}
 		})
+	}
+}
+
+// TestBenchRepeatSeesNoPrefixHits runs the same `llmlab bench` twice (same
+// default seed, as a tuner's repeats) against one `llmlab sim`: its prompts
+// differ per request and per run, so the second run must measure prefill,
+// not cache hits, while the sim did look every prompt up.
+func TestBenchRepeatSeesNoPrefixHits(t *testing.T) {
+	url := startSim(t)
+	for i := range 2 {
+		p := start(t, "bench", "--url", url, "--rate", "4", "--duration", "2s", "--ramp", "0s",
+			"--output-len", "8", "--out", filepath.Join(t.TempDir(), fmt.Sprintf("run%d.json", i)))
+		if code := p.wait(t, time.Minute); code != 0 {
+			t.Fatalf("bench %d exit %d:\n%s", i, code, p.out.String())
+		}
+	}
+	q, h := simMetric(t, url, "vllm:prefix_cache_queries_total"), simMetric(t, url, "vllm:prefix_cache_hits_total")
+	if q < 2*4*200 || h != 0 {
+		t.Errorf("two bench runs: prefix cache queries %v (want ≥ %d), hits %v (want 0)", q, 2*4*200, h)
 	}
 }
