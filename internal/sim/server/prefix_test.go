@@ -111,3 +111,30 @@ func TestPrefixCacheCountersRiseOnRepeat(t *testing.T) {
 		}
 	}
 }
+
+// TestChatSystemPromptIsASharedPrefix: two chats with one system prompt and
+// different questions share the rendered system turn, so the second hits
+// its full blocks (as vLLM would), and no more than the common prefix.
+func TestChatSystemPromptIsASharedPrefix(t *testing.T) {
+	cfg := testConfig()
+	cfg.Engine.EnablePrefixCaching = true
+	ts := startServer(t, cfg, nil)
+	sys := strings.Repeat("You are a terse assistant for queueing questions. ", 5)
+	var ids [][]int32
+	for _, q := range []string{"What is Little's law?", "Why do queues explode near saturation?"} {
+		turns := []ChatTurn{{"system", sys}, {"user", q}}
+		ids = append(ids, appendTokenIDs(nil, RenderChat(turns)))
+		body := obj{"messages": []obj{{"role": "system", "content": sys}, {"role": "user", "content": q}}, "max_tokens": 2}
+		if code, out := ts.post(t, "/v1/chat/completions", body); code != 200 {
+			t.Fatalf("chat: %d %s", code, out)
+		}
+	}
+	common := 0
+	for common < min(len(ids[0]), len(ids[1])) && ids[0][common] == ids[1][common] {
+		common++
+	}
+	h := value(t, ts.scrape(t), "vllm:prefix_cache_hits_total")
+	if want := float64(common / 16 * 16); h != want || h == 0 {
+		t.Errorf("hits %v, want %v (%d shared leading tokens)", h, want, common)
+	}
+}
