@@ -32,6 +32,7 @@ type engineFlags struct {
 	maxNumSeqs             int
 	maxNumBatchedTokens    int
 	chunked, noChunked     bool
+	prefix, noPrefix       bool
 	blockSize              int
 	gpu, modelSpec         string
 	seed                   int64
@@ -48,6 +49,8 @@ func (e *engineFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&e.maxNumBatchedTokens, "max-num-batched-tokens", 2048, "token budget of one scheduler step")
 	fs.BoolVar(&e.chunked, "enable-chunked-prefill", true, "split long prefills across steps (vLLM V1 default: on)")
 	fs.BoolVar(&e.noChunked, "no-enable-chunked-prefill", false, "turn chunked prefill off")
+	fs.BoolVar(&e.prefix, "enable-prefix-caching", true, "reuse the KV blocks of repeated prompt prefixes (vLLM V1 default: on)")
+	fs.BoolVar(&e.noPrefix, "no-enable-prefix-caching", false, "turn prefix caching off")
 	fs.IntVar(&e.blockSize, "block-size", 16, "KV cache block size, tokens")
 	fs.StringVar(&e.gpu, "gpu", engine.DefaultGPU, "modelled GPU: "+strings.Join(engine.GPUNames(), ", "))
 	fs.StringVar(&e.modelSpec, "model-spec", "", "modelled architecture: "+strings.Join(engine.ModelNames(), ", ")+" (default: from --model, else "+engine.DefaultModelSpec+")")
@@ -72,6 +75,7 @@ func (e *engineFlags) engineConfig() (engine.Config, error) {
 		MaxNumBatchedTokens: e.maxNumBatchedTokens, EnableChunkedPrefill: e.chunked && !e.noChunked,
 		BlockSize: e.blockSize,
 	}
+	cfg.EnablePrefixCaching = e.prefix && !e.noPrefix
 	if e.calibration != "" {
 		c, err := engine.LoadCalibration(e.calibration)
 		if err != nil {

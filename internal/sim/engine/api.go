@@ -21,6 +21,10 @@ type Config struct {
 	MaxNumBatchedTokens  int     // --max-num-batched-tokens (2048)
 	EnableChunkedPrefill bool    // --enable-chunked-prefill
 	BlockSize            int     // --block-size (16)
+	// EnablePrefixCaching is --enable-prefix-caching (on by default in
+	// vLLM V1; the CLI sets it): full KV blocks are cached by a chained
+	// hash of their token ids and reused by later requests (kvcache.go).
+	EnablePrefixCaching bool
 	// Calibration, when non-nil, overrides the roofline step-time coefficients.
 	Calibration *Calibration
 }
@@ -47,7 +51,7 @@ type Plan struct {
 
 // Request is one sequence handed to the scheduler. The caller decides how
 // many tokens it will produce (ignore_eos → max_tokens; otherwise where the
-// simulated EOS falls), so the engine never needs token contents.
+// simulated EOS falls), so the engine needs no output token contents.
 type Request struct {
 	ID           string
 	PromptTokens int // > 0
@@ -55,6 +59,12 @@ type Request struct {
 	// Ref is an opaque caller value echoed in this request's TokenEvents,
 	// so a caller can index its own state without a map lookup by ID.
 	Ref int
+	// Tokens are the prompt's token ids (len == PromptTokens), used only
+	// to hash KV blocks for prefix caching. Optional: without them the
+	// prompt is treated as one no other request shares (it can still hit
+	// its own blocks when recomputed after preemption). The engine keeps
+	// the slice until the request ends; the caller must not change it.
+	Tokens []int32
 }
 
 // TokenEvent says that request ID produced its output token number Index
@@ -74,6 +84,10 @@ type Step struct {
 	ContextTokens int           // Σ context length read from KV this step
 	Tokens        []TokenEvent  // tokens produced, in scheduling order
 	Preempted     []string      // IDs preempted this step (put back at the front of waiting)
+	// Prefix-cache lookups of requests admitted this step (not resumed
+	// after preemption), in tokens: vllm:prefix_cache_queries and _hits.
+	PrefixCacheQueries int
+	PrefixCacheHits    int
 	// Tokens and Preempted are backed by buffers that the next Step call
 	// reuses: copy what must outlive it.
 }
@@ -85,6 +99,14 @@ type Stats struct {
 	UsedBlocks  int
 	TotalBlocks int
 	Preemptions int // total since start
+	// Prefix caching, in tokens, totals since start, as vLLM's
+	// PrefixCacheStats: queries and hits of requests admitted for the first
+	// time (exported as vllm:prefix_cache_queries/_hits), and apart those
+	// of requests resumed after preemption (vLLM does not export these).
+	PrefixCacheQueries          int64
+	PrefixCacheHits             int64
+	PreemptedPrefixCacheQueries int64
+	PreemptedPrefixCacheHits    int64
 }
 
 // KVUsage is the fraction of KV blocks in use (vllm:kv_cache_usage_perc).

@@ -157,14 +157,26 @@ func TestAddRejects(t *testing.T) {
 // TestInvariantsRandomized drives random configurations and workloads
 // (arrivals, aborts, tight KV pools) and checks vLLM V1's rules every step.
 func TestInvariantsRandomized(t *testing.T) {
+	var hits, preemptedHits int64
 	for seed := uint64(1); seed <= 60; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { runRandomized(t, seed) })
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { runRandomized(t, seed, false) })
+		t.Run(fmt.Sprint(seed, "-prefix"), func(t *testing.T) {
+			st := runRandomized(t, seed, true)
+			hits += st.PrefixCacheHits
+			preemptedHits += st.PreemptedPrefixCacheHits
+		})
+	}
+	// The prefix runs must exercise hits, and recompute hits, or their
+	// checks test little.
+	if hits == 0 || preemptedHits == 0 {
+		t.Errorf("randomized prefix runs: %d hit tokens, %d on recompute", hits, preemptedHits)
 	}
 }
 
-func runRandomized(t *testing.T, seed uint64) {
+func runRandomized(t *testing.T, seed uint64, caching bool) Stats {
 	rng := rand.New(rand.NewPCG(seed, 42))
 	cfg := defaultConfig(1+rng.IntN(12), 0)
+	cfg.EnablePrefixCaching = caching
 	cfg.MaxModelLen = 64 + rng.IntN(200)
 	cfg.BlockSize = []int{1, 8, 16}[rng.IntN(3)]
 	cfg.EnableChunkedPrefill = rng.IntN(3) > 0
@@ -175,6 +187,12 @@ func runRandomized(t *testing.T, seed uint64) {
 	minBlocks := (cfg.MaxModelLen + cfg.BlockSize - 1) / cfg.BlockSize
 	total := minBlocks + rng.IntN(4*minBlocks)
 	s := NewScheduler(cfg, planWithBlocks(total))
+	// With caching, half the prompts start with part of one shared text,
+	// so that blocks are shared, hit, evicted and re-hit.
+	shared := make([]int32, cfg.MaxModelLen)
+	for i := range shared {
+		shared[i] = int32(rng.IntN(1000))
+	}
 
 	type info struct {
 		out, got int
@@ -192,7 +210,15 @@ func runRandomized(t *testing.T, seed uint64) {
 		nextID++
 		p := 1 + rng.IntN(cfg.MaxModelLen-1)
 		o := 1 + rng.IntN(cfg.MaxModelLen-p)
-		if err := s.Add(Request{ID: id, PromptTokens: p, OutputTokens: o}); err != nil {
+		r := Request{ID: id, PromptTokens: p, OutputTokens: o}
+		if caching && rng.IntN(2) == 0 {
+			r.Tokens = make([]int32, p)
+			k := copy(r.Tokens, shared[:rng.IntN(p+1)])
+			for ; k < p; k++ {
+				r.Tokens[k] = int32(rng.IntN(1000))
+			}
+		}
+		if err := s.Add(r); err != nil {
 			t.Fatalf("add: %v", err)
 		}
 		reqs[id] = &info{out: o, addOrder: len(order), prompt: p}
@@ -217,11 +243,12 @@ func runRandomized(t *testing.T, seed uint64) {
 			slices.Sort(live)
 			id := live[rng.IntN(len(live))]
 			before := s.Stats().UsedBlocks
-			held := s.byID[id].blocks
+			held := len(s.byID[id].blocks)
 			if !s.Abort(id) {
 				t.Fatalf("abort %s of a live request failed", id)
 			}
-			if after := s.Stats().UsedBlocks; after != before-held {
+			// Blocks shared with other requests stay in use.
+			if after := s.Stats().UsedBlocks; after > before || after < before-held || (!caching && after != before-held) {
 				t.Fatalf("abort of %s freed %d blocks, held %d", id, before-after, held)
 			}
 			reqs[id].aborted = true
@@ -248,19 +275,20 @@ func runRandomized(t *testing.T, seed uint64) {
 		}
 		sum := 0
 		for _, q := range s.running {
-			sum += q.blocks
-			if q.blocks < s.blocksFor(q.numComputed) {
-				t.Fatalf("%s holds %d blocks for %d computed tokens", q.id, q.blocks, q.numComputed)
+			sum += len(q.blocks)
+			if len(q.blocks) < s.blocksFor(q.numComputed) {
+				t.Fatalf("%s holds %d blocks for %d computed tokens", q.id, len(q.blocks), q.numComputed)
 			}
 		}
 		for i := 0; i < s.waiting.len(); i++ {
-			if b := s.waiting.at(i).blocks; b != 0 {
+			if b := len(s.waiting.at(i).blocks); b != 0 {
 				t.Fatalf("waiting %s holds %d blocks", s.waiting.at(i).id, b)
 			}
 		}
-		if sum != stats.UsedBlocks {
+		if !caching && sum != stats.UsedBlocks {
 			t.Fatalf("used blocks %d != Σ allocations %d", stats.UsedBlocks, sum)
 		}
+		checkKV(t, s)
 		// Preemption takes the newest running first, puts the victims at
 		// the front of waiting, and no request is admitted that step.
 		if n := len(st.Preempted); n > 0 {
@@ -335,6 +363,7 @@ func runRandomized(t *testing.T, seed uint64) {
 	if s.Stats().Preemptions != preemptionsSeen {
 		t.Errorf("Stats.Preemptions %d, seen %d", s.Stats().Preemptions, preemptionsSeen)
 	}
+	return s.Stats()
 }
 
 // TestRandomizedPreempts guards the randomized test's power: the tight pools

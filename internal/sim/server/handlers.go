@@ -141,6 +141,7 @@ func (s *server) generate(w http.ResponseWriter, r *http.Request, p genParams) {
 	var reason string
 	g.textSeed, out, reason = p.plan(s.cfg.Seed, n)
 	g.seq = newSeq(g.id, p.promptTokens, out, p.maxTokens, reason, now)
+	g.seq.promptIDs = p.promptIDs
 	if err := s.loop.submit(r.Context(), g.seq); err != nil {
 		if errors.Is(err, errShutdown) {
 			openai.WriteError(w, http.StatusServiceUnavailable, "The server is shutting down.")

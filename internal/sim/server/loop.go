@@ -36,6 +36,7 @@ type seq struct {
 	maxTokens    int
 	finishReason string
 	arrival      time.Time
+	promptIDs    []int32 // for the engine's prefix cache
 
 	produced atomic.Int32
 	state    atomic.Int32
@@ -238,7 +239,7 @@ func (l *loop) add(s *seq) {
 	if s.cancelled.Load() {
 		return // its client went away before the loop took it
 	}
-	err := l.sched.Add(engine.Request{ID: s.id, PromptTokens: s.promptTokens, OutputTokens: s.outputTokens})
+	err := l.sched.Add(engine.Request{ID: s.id, PromptTokens: s.promptTokens, OutputTokens: s.outputTokens, Tokens: s.promptIDs})
 	if err != nil {
 		// The handler validated the request against the same limits, so
 		// this is a bug; end the request rather than leave it hanging.
@@ -266,6 +267,8 @@ func (l *loop) drop(s *seq) {
 // its answer and then scrapes /metrics sees its request counted.
 func (l *loop) deliver(step engine.Step, start, end time.Time) {
 	l.m.preemptions.Add(float64(len(step.Preempted)))
+	l.m.prefixQueries.Add(float64(step.PrefixCacheQueries))
+	l.m.prefixHits.Add(float64(step.PrefixCacheHits))
 	l.m.iterationTokens.Observe(float64(step.PrefillTokens + step.DecodeSeqs))
 	ready := l.ready[:0]
 	for _, ev := range step.Tokens {

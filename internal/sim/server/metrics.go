@@ -45,6 +45,7 @@ type metrics struct {
 	running, waiting, kvUsage     prometheus.Gauge
 	promptTokens, genTokens       prometheus.Counter
 	preemptions                   prometheus.Counter
+	prefixQueries, prefixHits     prometheus.Counter
 	success                       map[string]prometheus.Counter
 	ttft, itl, tpot, e2e, queue   prometheus.Observer
 	stepLag                       prometheus.Observer
@@ -94,6 +95,9 @@ func newMetrics(servedName string, maxModelLen int) *metrics {
 		stepLag: hist("llmlab_sim_step_lag_seconds",
 			"Wall-clock time by which each simulated engine step ended after its modelled end (actual - modelled).", stepLagBuckets),
 	}
+	// In tokens, as vLLM's PrometheusStatLogger (vllm/v1/metrics/loggers.py).
+	m.prefixQueries = counter("vllm:prefix_cache_queries_total", "Prefix cache queries, in terms of number of queried tokens.")
+	m.prefixHits = counter("vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.")
 	success := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vllm:request_success_total", Help: "Count of successfully processed requests.",
 	}, append(names, "finished_reason"))

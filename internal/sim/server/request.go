@@ -15,6 +15,7 @@ type genParams struct {
 	model        string
 	promptTokens int
 	promptHash   uint64
+	promptIDs    []int32 // prompt token ids, for the engine's prefix cache
 	maxTokens    int
 	minTokens    int
 	ignoreEOS    bool
@@ -84,9 +85,11 @@ func parseCompletion(body []byte, lim limits) (genParams, *openai.ErrorResponse)
 		}
 		p.promptTokens = len(req.Prompt.TokenIDs)
 		p.promptHash = hashTokens(req.Prompt.TokenIDs)
+		p.promptIDs = tokenIDs32(req.Prompt.TokenIDs)
 	default:
 		p.promptTokens = CountTokens(req.Prompt.Text)
 		p.promptHash = hashText(req.Prompt.Text)
+		p.promptIDs = appendTokenIDs(nil, req.Prompt.Text)
 	}
 	if e := p.sampling(req.N, req.Temperature, req.TopP, req.Seed, req.MinTokens, req.StreamOptions); e != nil {
 		return p, e
@@ -121,6 +124,7 @@ func parseChat(body []byte, lim limits) (genParams, *openai.ErrorResponse) {
 	rendered := RenderChat(turns)
 	p.promptTokens = CountTokens(rendered)
 	p.promptHash = hashText(rendered)
+	p.promptIDs = appendTokenIDs(nil, rendered)
 	if e := p.sampling(req.N, req.Temperature, req.TopP, req.Seed, req.MinTokens, req.StreamOptions); e != nil {
 		return p, e
 	}
