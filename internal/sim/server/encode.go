@@ -30,11 +30,11 @@ func newChunkEncoder(g *generation) *chunkEncoder {
 		b = append(b, `","created":`...)
 		b = strconv.AppendInt(b, g.created, 10)
 		b = append(b, `,"model":`...)
-		b = appendJSONString(b, g.p.model)
+		b = appendJSONString(b, g.p.Model)
 		return append(b, `,"choices":[{"index":0,`...)
 	}
 	reason := appendJSONString(nil, g.seq.finishReason)
-	if g.p.chat {
+	if g.p.Chat {
 		h := head(openai.ObjectChatChunk)
 		e.prefix = append(h[:len(h):len(h)], `"delta":{"content":`...)
 		e.suffix = []byte(`},"logprobs":null,"finish_reason":null}]}`)
@@ -62,7 +62,7 @@ func newChunkEncoder(g *generation) *chunkEncoder {
 // no latency of its own). The last token's chunk carries the finish reason
 // (as vLLM does when a step ends a request).
 func (e *chunkEncoder) appendToken(dst []byte, k int) []byte {
-	if k == 0 && e.g.p.chat {
+	if k == 0 && e.g.p.Chat {
 		dst = append(dst, e.roleEvent...)
 	}
 	dst = append(dst, "data: "...)
@@ -80,14 +80,14 @@ func (e *chunkEncoder) appendToken(dst []byte, k int) []byte {
 // usageChunk is the stream_options.include_usage chunk: no choices, usage.
 func (e *chunkEncoder) usageChunk(u *openai.Usage) []byte {
 	g := e.g
-	if g.p.chat {
+	if g.p.Chat {
 		return mustJSON(openai.ChatCompletionChunk{
-			ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.model,
+			ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.Model,
 			Choices: []openai.ChatChunkChoice{}, Usage: u,
 		})
 	}
 	return mustJSON(openai.CompletionResponse{
-		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.model,
+		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.Model,
 		Choices: []openai.CompletionChoice{}, Usage: u,
 	})
 }

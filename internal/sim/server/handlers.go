@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/openai"
+	"github.com/llmlab/llmlab/internal/validate"
 )
 
 // handler routes the API. Routing is by exact path, then method, so that an
@@ -49,8 +50,10 @@ func (s *server) handler() http.Handler {
 	})
 }
 
-func (s *server) limits() limits {
-	return limits{servedName: s.cfg.ServedModelName, maxModelLen: s.maxModelLen, vocab: s.vocab}
+// limits is what request validation checks against: the same values the
+// gateway derives from the profile (internal/gateway/validate.go).
+func (s *server) limits() validate.Limits {
+	return validate.Limits{ServedName: s.cfg.ServedModelName, MaxModelLen: s.maxModelLen, Vocab: s.vocab, MaxN: 1}
 }
 
 func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -103,7 +106,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *openai.ErrorResp
 
 // handleGenerate serves /v1/completions or /v1/chat/completions: the two
 // differ only in how the body is parsed into a generation.
-func (s *server) handleGenerate(parse func([]byte, limits) (genParams, *openai.ErrorResponse)) http.HandlerFunc {
+func (s *server) handleGenerate(parse func([]byte, validate.Limits) (genParams, *openai.ErrorResponse)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, e := readBody(w, r)
 		if e == nil {
@@ -132,7 +135,7 @@ type generation struct {
 func (s *server) generate(w http.ResponseWriter, r *http.Request, p genParams) {
 	n := s.nextID.Add(1)
 	prefix := "cmpl-"
-	if p.chat {
+	if p.Chat {
 		prefix = "chatcmpl-"
 	}
 	now := time.Now()
@@ -140,7 +143,7 @@ func (s *server) generate(w http.ResponseWriter, r *http.Request, p genParams) {
 	var out int
 	var reason string
 	g.textSeed, out, reason = p.plan(s.cfg.Seed, n)
-	g.seq = newSeq(g.id, p.promptTokens, out, p.maxTokens, reason, now)
+	g.seq = newSeq(g.id, p.PromptTokens, out, p.MaxTokens, reason, now)
 	if err := s.loop.submit(r.Context(), g.seq); err != nil {
 		if errors.Is(err, errShutdown) {
 			openai.WriteError(w, http.StatusServiceUnavailable, "The server is shutting down.")
@@ -150,7 +153,7 @@ func (s *server) generate(w http.ResponseWriter, r *http.Request, p genParams) {
 	// Whatever ends this handler early (client gone, write error), the
 	// engine must stop working on the request.
 	defer s.loop.abort(g.seq)
-	if p.stream {
+	if p.Stream {
 		s.stream(w, r, g)
 		return
 	}
@@ -196,9 +199,9 @@ func (s *server) progress(sq *seq) (produced int, state int32) {
 
 func (s *server) usage(g *generation) *openai.Usage {
 	return &openai.Usage{
-		PromptTokens:     g.p.promptTokens,
+		PromptTokens:     g.p.PromptTokens,
 		CompletionTokens: g.seq.outputTokens,
-		TotalTokens:      g.p.promptTokens + g.seq.outputTokens,
+		TotalTokens:      g.p.PromptTokens + g.seq.outputTokens,
 	}
 }
 
@@ -219,9 +222,9 @@ func (s *server) whole(w http.ResponseWriter, r *http.Request, g *generation) {
 	}
 	text := string(g.appendText(nil, 0, g.seq.outputTokens))
 	reason := g.seq.finishReason
-	if g.p.chat {
+	if g.p.Chat {
 		writeJSON(w, http.StatusOK, openai.ChatCompletionResponse{
-			ID: g.id, Object: openai.ObjectChatCompletion, Created: g.created, Model: g.p.model,
+			ID: g.id, Object: openai.ObjectChatCompletion, Created: g.created, Model: g.p.Model,
 			Choices: []openai.ChatChoice{{
 				Message:      openai.ChatOutMessage{Role: "assistant", Content: text},
 				FinishReason: &reason,
@@ -231,7 +234,7 @@ func (s *server) whole(w http.ResponseWriter, r *http.Request, g *generation) {
 		return
 	}
 	writeJSON(w, http.StatusOK, openai.CompletionResponse{
-		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.model,
+		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.Model,
 		Choices: []openai.CompletionChoice{{Text: text, FinishReason: &reason, StopReason: json.RawMessage("null")}},
 		Usage:   s.usage(g),
 	})
@@ -243,7 +246,7 @@ func (g *generation) appendText(dst []byte, from, to int) []byte {
 	for k := from; k < to; k++ {
 		start := len(dst)
 		dst = appendToken(dst, g.textSeed, k)
-		if k == 0 && g.p.chat {
+		if k == 0 && g.p.Chat {
 			dst = append(dst[:start], dst[start+1:]...)
 		}
 	}
@@ -282,7 +285,7 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request, g *generation) {
 			buf = appendEvent(buf, mustJSON(openai.NewError(http.StatusServiceUnavailable, abortMessage(g.seq))))
 			buf = appendEvent(buf, []byte(openai.Done))
 		case stateFinished:
-			if g.p.includeUsage {
+			if g.p.IncludeUsage {
 				buf = appendEvent(buf, enc.usageChunk(s.usage(g)))
 			}
 			buf = appendEvent(buf, []byte(openai.Done))
