@@ -206,7 +206,9 @@ func newServer(cfg Config, plan engine.Plan, observe stepObserver) *server {
 	if cfg.ServedModelName == "" {
 		cfg.ServedModelName = cfg.Model
 	}
-	m := newMetrics(cfg.ServedModelName, cfg.Engine.MaxModelLen)
+	m := newMetrics(cfg.ServedModelName, cfg.Engine.MaxModelLen, cacheInfo{
+		blockSize: cfg.Engine.BlockSize, gpuUtilization: cfg.Engine.GPUMemoryUtilization, numGPUBlocks: plan.NumBlocks,
+	})
 	now := time.Now()
 	spec, _ := engine.LookupModel(cfg.Engine.ModelSpec) // NewPlan validated it
 	return &server{
