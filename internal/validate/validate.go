@@ -187,21 +187,11 @@ func Chat(body []byte, lim Limits) (Request, *Error) {
 	if len(req.Messages) == 0 {
 		return r, badf("Field 'messages' is required and must hold at least one message.")
 	}
-	turns := make([]tokenizer.ChatTurn, 0, len(req.Messages))
-	for i, m := range req.Messages {
-		if m.Role == "" {
-			return r, badf("messages[%d]: field 'role' is required.", i)
-		}
-		if !validRole(m.Role) {
-			return r, badf("messages[%d]: unknown role '%s'; expected one of %s.", i, m.Role, strings.Join(Roles, ", "))
-		}
-		text, err := m.Text()
-		if err != nil {
-			return r, badf("messages[%d]: %v", i, err)
-		}
-		turns = append(turns, tokenizer.ChatTurn{Role: m.Role, Content: text})
+	text, e := RenderMessages(req.Messages)
+	if e != nil {
+		return r, e
 	}
-	r.PromptText = tokenizer.RenderChat(turns)
+	r.PromptText = text
 	r.PromptTokens = tokenizer.Count(r.PromptText)
 	// vLLM's ChatCompletionRequest.check_logprobs (protocol.py).
 	if req.TopLogprobs != nil {
@@ -237,6 +227,30 @@ func Chat(body []byte, lim Limits) (Request, *Error) {
 	}
 	return r, r.resolveMaxTokens(maxTokens, lim)
 }
+
+// RenderMessages checks each message's role and content and renders the
+// chat with the simulated model's template (tokenizer.RenderChat).
+func RenderMessages(msgs []openai.ChatMessage) (string, *Error) {
+	turns := make([]tokenizer.ChatTurn, 0, len(msgs))
+	for i, m := range msgs {
+		if m.Role == "" {
+			return "", badf("messages[%d]: field 'role' is required.", i)
+		}
+		if !validRole(m.Role) {
+			return "", badf("messages[%d]: unknown role '%s'; expected one of %s.", i, m.Role, strings.Join(Roles, ", "))
+		}
+		text, err := m.Text()
+		if err != nil {
+			return "", badf("messages[%d]: %v", i, err)
+		}
+		turns = append(turns, tokenizer.ChatTurn{Role: m.Role, Content: text})
+	}
+	return tokenizer.RenderChat(turns), nil
+}
+
+// Decode is the body decoding every route shares (empty body, invalid
+// UTF-8, JSON syntax and type errors, each a 400 with a clear message).
+func Decode(body []byte, v any) *Error { return decode(body, v) }
 
 func validRole(role string) bool {
 	for _, r := range Roles {

@@ -25,8 +25,12 @@ func (s *server) handler() http.Handler {
 		"/health":              {http.MethodGet: s.handleHealth},
 		"/metrics":             {http.MethodGet: s.m.handler().ServeHTTP},
 		"/version":             {http.MethodGet: s.handleVersion},
+		// vLLM answers /ping like /health, on GET and POST (SageMaker's probe).
+		"/ping":       {http.MethodGet: s.handleHealth, http.MethodPost: s.handleHealth},
+		"/tokenize":   {http.MethodPost: s.handleTokenize},
+		"/detokenize": {http.MethodPost: s.handleDetokenize},
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return requireKey(s.cfg.APIKeys, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		methods, ok := routes[r.URL.Path]
 		if !ok {
 			openai.WriteError(w, http.StatusNotFound, "Not Found: %s %s", r.Method, r.URL.Path)
@@ -47,7 +51,7 @@ func (s *server) handler() http.Handler {
 			return
 		}
 		h(w, r)
-	})
+	}))
 }
 
 // limits is what request validation checks against: the same values the

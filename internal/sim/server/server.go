@@ -83,6 +83,9 @@ type Config struct {
 	Seed            int64
 	Logger          *slog.Logger
 	Stderr          io.Writer // where vLLM-style fatal errors are printed
+	// APIKeys, when set, are required as "Authorization: Bearer <key>" on
+	// /v1/* (vllm serve --api-key).
+	APIKeys []string
 }
 
 // vllmVersion is what GET /version reports: the vLLM release whose
