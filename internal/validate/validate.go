@@ -74,9 +74,11 @@ type Request struct {
 	IncludeUsage bool
 	Stop         []string
 	StopTokenIDs []int
-	// Logprobs is -1 when no log-probabilities were asked for, else how
-	// many alternatives to return per position (0: the chosen token only).
-	Logprobs int
+	// Logprobs is set when log-probabilities were asked for; TopLogprobs is
+	// then how many alternatives to return per position (0: the chosen
+	// token only).
+	Logprobs    bool
+	TopLogprobs int
 }
 
 // Error is a refusal: an OpenAI-shaped body whose Code is the HTTP status.
@@ -137,7 +139,7 @@ func Completion(body []byte, lim Limits) (Request, *Error) {
 	if e := checkModel(req.Model, lim); e != nil {
 		return Request{}, e
 	}
-	r := Request{Model: lim.ServedName, Stream: req.Stream, IgnoreEOS: req.IgnoreEOS, Logprobs: -1}
+	r := Request{Model: lim.ServedName, Stream: req.Stream, IgnoreEOS: req.IgnoreEOS}
 	switch {
 	case req.Prompt.Count == 0:
 		return r, badf("Field 'prompt' is required.")
@@ -160,7 +162,7 @@ func Completion(body []byte, lim Limits) (Request, *Error) {
 		if e := checkMaxLogprobs(*req.Logprobs, lim); e != nil {
 			return r, e
 		}
-		r.Logprobs = *req.Logprobs
+		r.Logprobs, r.TopLogprobs = true, *req.Logprobs
 	}
 	s := sampling{
 		n: req.N, temp: req.Temperature, topP: req.TopP, seed: req.Seed, minTokens: req.MinTokens,
@@ -183,7 +185,7 @@ func Chat(body []byte, lim Limits) (Request, *Error) {
 	if e := checkModel(req.Model, lim); e != nil {
 		return Request{}, e
 	}
-	r := Request{Chat: true, Model: lim.ServedName, Stream: req.Stream, IgnoreEOS: req.IgnoreEOS, Logprobs: -1}
+	r := Request{Chat: true, Model: lim.ServedName, Stream: req.Stream, IgnoreEOS: req.IgnoreEOS}
 	if len(req.Messages) == 0 {
 		return r, badf("Field 'messages' is required and must hold at least one message.")
 	}
@@ -206,9 +208,9 @@ func Chat(body []byte, lim Limits) (Request, *Error) {
 		}
 	}
 	if req.Logprobs {
-		r.Logprobs = 0
+		r.Logprobs = true
 		if req.TopLogprobs != nil {
-			r.Logprobs = *req.TopLogprobs
+			r.TopLogprobs = *req.TopLogprobs
 		}
 	}
 	s := sampling{

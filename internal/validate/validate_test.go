@@ -59,12 +59,12 @@ func TestAcceptedRequest(t *testing.T) {
 	if e != nil {
 		t.Fatal(e.Error.Message)
 	}
-	if !r.Chat || r.Model != "m" || r.MaxTokens != lim.MaxModelLen-r.PromptTokens || r.Logprobs != 3 ||
+	if !r.Chat || r.Model != "m" || r.MaxTokens != lim.MaxModelLen-r.PromptTokens || !r.Logprobs || r.TopLogprobs != 3 ||
 		len(r.Stop) != 1 || r.Stop[0] != "x" || len(r.StopTokenIDs) != 1 || r.Temperature != 0 {
 		t.Fatalf("%+v", r)
 	}
 	r, e = Completion([]byte(`{"prompt":[1,2,3],"max_tokens":4}`), lim)
-	if e != nil || r.PromptTokens != 3 || r.MaxTokens != 4 || r.Logprobs != -1 || r.Temperature != 1 {
+	if e != nil || r.PromptTokens != 3 || r.MaxTokens != 4 || r.Logprobs || r.Temperature != 1 {
 		t.Fatalf("%+v %v", r, e)
 	}
 }
@@ -106,7 +106,7 @@ func FuzzValidate(f *testing.F) {
 			return
 		}
 		if r.PromptTokens < 1 || r.MaxTokens < 1 || r.MaxTokens > lim.MaxModelLen-r.PromptTokens || r.MinTokens > r.MaxTokens ||
-			r.Temperature < 0 || r.Logprobs < -1 || r.Logprobs > DefaultMaxLogprobs {
+			r.Temperature < 0 || r.TopLogprobs < 0 || r.TopLogprobs > DefaultMaxLogprobs {
 			t.Fatalf("accepted invalid request %+v from %q", r, body)
 		}
 		for _, id := range append(append([]int(nil), r.PromptIDs...), r.StopTokenIDs...) {

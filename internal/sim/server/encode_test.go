@@ -52,7 +52,7 @@ func TestChunkEncoderMatchesEncodingJSON(t *testing.T) {
 			if chat {
 				want = append(want, openai.ChatCompletionChunk{
 					ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.Model,
-					Choices: []openai.ChatChunkChoice{{Delta: openai.ChatDelta{Role: "assistant", Content: str("")}, Logprobs: null}},
+					Choices: []openai.ChatChunkChoice{{Delta: openai.ChatDelta{Role: "assistant", Content: str("")}, Logprobs: null, StopReason: null}},
 				})
 			}
 			for k := 0; k < out; k++ {
@@ -64,7 +64,7 @@ func TestChunkEncoderMatchesEncodingJSON(t *testing.T) {
 				if chat {
 					want = append(want, openai.ChatCompletionChunk{
 						ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.Model,
-						Choices: []openai.ChatChunkChoice{{Delta: openai.ChatDelta{Content: str(text)}, Logprobs: null, FinishReason: reason}},
+						Choices: []openai.ChatChunkChoice{{Delta: openai.ChatDelta{Content: str(text)}, Logprobs: null, FinishReason: reason, StopReason: null}},
 					})
 				} else {
 					want = append(want, openai.CompletionResponse{

@@ -131,6 +131,11 @@ type generation struct {
 	created  int64
 	textSeed uint64
 	seq      *seq
+	// texts holds each token's text when a stop string or stop token cut
+	// the output (see applyStop); nil: appendText generates it.
+	texts []string
+	// stopReason is the JSON stop_reason: null, a stop string or an id.
+	stopReason json.RawMessage
 }
 
 // generate submits the request to the engine loop and answers it, streamed
@@ -147,6 +152,7 @@ func (s *server) generate(w http.ResponseWriter, r *http.Request, p genParams) {
 	var out int
 	var reason string
 	g.textSeed, out, reason = p.plan(s.cfg.Seed, n)
+	out, reason = g.applyStop(out, reason)
 	g.seq = newSeq(g.id, p.PromptTokens, out, p.MaxTokens, reason, now)
 	if err := s.loop.submit(r.Context(), g.seq); err != nil {
 		if errors.Is(err, errShutdown) {
@@ -231,7 +237,8 @@ func (s *server) whole(w http.ResponseWriter, r *http.Request, g *generation) {
 			ID: g.id, Object: openai.ObjectChatCompletion, Created: g.created, Model: g.p.Model,
 			Choices: []openai.ChatChoice{{
 				Message:      openai.ChatOutMessage{Role: "assistant", Content: text},
-				FinishReason: &reason,
+				Logprobs:     g.logprobs(0, g.seq.outputTokens, 0),
+				FinishReason: &reason, StopReason: g.stopReason,
 			}},
 			Usage: s.usage(g),
 		})
@@ -239,14 +246,22 @@ func (s *server) whole(w http.ResponseWriter, r *http.Request, g *generation) {
 	}
 	writeJSON(w, http.StatusOK, openai.CompletionResponse{
 		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.Model,
-		Choices: []openai.CompletionChoice{{Text: text, FinishReason: &reason, StopReason: json.RawMessage("null")}},
-		Usage:   s.usage(g),
+		Choices: []openai.CompletionChoice{{
+			Text: text, Logprobs: g.logprobs(0, g.seq.outputTokens, 0), FinishReason: &reason, StopReason: g.stopReason,
+		}},
+		Usage: s.usage(g),
 	})
 }
 
 // appendText appends the text of output tokens [from, to) to dst. A chat
 // answer does not start with the space that continues a completion prompt.
 func (g *generation) appendText(dst []byte, from, to int) []byte {
+	if g.texts != nil {
+		for k := from; k < to; k++ {
+			dst = append(dst, g.texts[k]...)
+		}
+		return dst
+	}
 	for k := from; k < to; k++ {
 		start := len(dst)
 		dst = appendToken(dst, g.textSeed, k)
