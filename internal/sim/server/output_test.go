@@ -9,7 +9,6 @@ import (
 	"github.com/llmlab/llmlab/internal/tokenizer"
 )
 
-
 // completion is the part of a completion response these tests read.
 type completion struct {
 	Choices []struct {
