@@ -50,7 +50,7 @@ var invalidRequests = []struct {
 	{"unknown model (completions)", "/v1/completions", `{"model":"Qwen/Qwen2.5-0.5B-Instruct","prompt":"hi"}`, 404},
 }
 
-func post(t *testing.T, url, body string) (int, []byte) {
+func postRaw(t *testing.T, url, body string) (int, []byte) {
 	t.Helper()
 	resp, err := http.Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
@@ -73,7 +73,7 @@ func TestServeRefusesInvalidRequestsWithoutWakingTheWorker(t *testing.T) {
 		t.Fatalf("worker %s at start, want STOPPED", st.Worker.State)
 	}
 	for _, c := range invalidRequests {
-		code, body := post(t, base+c.path, c.body)
+		code, body := postRaw(t, base+c.path, c.body)
 		var e struct {
 			Error struct {
 				Message string `json:"message"`
@@ -89,7 +89,7 @@ func TestServeRefusesInvalidRequestsWithoutWakingTheWorker(t *testing.T) {
 		t.Fatalf("after invalid requests the worker is %s with %d starts, want STOPPED and 0", st.Worker.State, st.Worker.Starts)
 	}
 	// The gate is not a wall: a valid request starts the worker and is served.
-	if code, body := post(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":3}`); code != 200 {
+	if code, body := postRaw(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":3}`); code != 200 {
 		t.Fatalf("valid request: %d %s", code, body)
 	}
 }
@@ -107,8 +107,8 @@ func TestGatewayAndSimRefuseAlike(t *testing.T) {
 		"--max-num-batched-tokens", "8192", "--model-spec", "qwen2.5-0.5b")
 	waitHTTP(t, p, sim+"/health", 30*time.Second)
 	for _, c := range invalidRequests {
-		gc, gb := post(t, gw+c.path, c.body)
-		sc, sb := post(t, sim+c.path, c.body)
+		gc, gb := postRaw(t, gw+c.path, c.body)
+		sc, sb := postRaw(t, sim+c.path, c.body)
 		if gc != sc || !bytes.Equal(gb, sb) {
 			t.Errorf("%s:\n gateway %d %s\n sim     %d %s", c.name, gc, gb, sc, sb)
 		}
