@@ -2,6 +2,7 @@ package validate
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -115,4 +116,23 @@ func FuzzValidate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkChat200 is the gateway's added cost per request: validating a
+// chat request whose prompt is configs/prompts/prompt_200.txt.
+func BenchmarkChat200(b *testing.B) {
+	prompt, err := os.ReadFile("../../configs/prompts/prompt_200.txt")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]any{
+		"model": "m", "max_tokens": 200, "stream": true,
+		"messages": []map[string]string{{"role": "user", "content": string(prompt)}},
+	})
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, e := Chat(body, lim); e != nil {
+			b.Fatal(e.Error.Message)
+		}
+	}
 }
