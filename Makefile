@@ -2,7 +2,7 @@ GO      ?= go
 BIN     ?= bin/llmlab
 PKGS    ?= ./...
 
-.PHONY: all build run test lint bench clean
+.PHONY: all build run test lint bench fuzz clean
 
 all: lint build test
 
@@ -17,6 +17,15 @@ run: build
 # the binary themselves and drive real processes on loopback.
 test: lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(MAKE) fuzz
+
+# Bounded fuzzing of request decoding and validation (gateway and sim); the
+# seed corpora in testdata/fuzz also run in every plain `go test`.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/validate
+	$(GO) test -run '^$$' -fuzz '^FuzzGatewayRefusals$$' -fuzztime $(FUZZTIME) ./internal/gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./internal/sim/server
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

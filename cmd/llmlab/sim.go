@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/llmlab/llmlab/internal/observability"
@@ -117,6 +118,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	ef.register(fs)
 	host := fs.String("host", "127.0.0.1", "address to listen on")
 	port := fs.Int("port", 8000, "port to listen on")
+	var apiKeys []string
+	fs.Func("api-key", "require \"Authorization: Bearer KEY\" on /v1/* as vllm serve --api-key does (repeatable; default $VLLM_API_KEY)", func(v string) error { apiKeys = append(apiKeys, v); return nil })
 	startup := fs.Float64("startup-seconds", -1, "modelled load time before the port opens (default: what vLLM takes for this model on this GPU; 0 allowed)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llmlab sim [flags]\n       llmlab sim run [flags]    (offline, virtual time; 'llmlab sim run -h')\n"+
@@ -135,9 +138,12 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
+	if k := os.Getenv("VLLM_API_KEY"); len(apiKeys) == 0 && k != "" {
+		apiKeys = []string{k}
+	}
 	err = server.Run(ctx, server.Config{
 		Engine: cfg, Host: *host, Port: *port, Model: ef.model, ServedModelName: ef.servedModelName,
-		StartupSeconds: *startup, Seed: ef.seed, Logger: log, Stderr: stderr,
+		StartupSeconds: *startup, Seed: ef.seed, Logger: log, Stderr: stderr, APIKeys: apiKeys,
 	})
 	if err != nil {
 		// server.Run already printed vLLM's message for a start-up failure;

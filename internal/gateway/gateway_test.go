@@ -174,9 +174,9 @@ func TestEdgeValidation(t *testing.T) {
 	}{
 		{"unknown route", "GET", "/v2/nothing", "", 404, "unknown route"},
 		{"wrong method", "GET", "/v1/completions", "", 405, "not allowed"},
-		{"malformed", "POST", "/v1/completions", `{"prompt": "x",`, 400, "malformed JSON"},
+		{"malformed", "POST", "/v1/completions", `{"prompt": "x",`, 400, "Invalid JSON"},
 		{"wrong type", "POST", "/v1/completions", `{"prompt":"x","max_tokens":"many"}`, 400, "max_tokens"},
-		{"no prompt", "POST", "/v1/completions", `{"model":"m"}`, 400, "prompt is required"},
+		{"no prompt", "POST", "/v1/completions", `{"model":"m"}`, 400, "'prompt' is required"},
 		{"empty body", "POST", "/v1/chat/completions", ``, 400, "empty"},
 		{"no messages", "POST", "/v1/chat/completions", `{"model":"m","messages":[]}`, 400, "messages"},
 		{"unknown model", "POST", "/v1/chat/completions", `{"model":"gpt-9","messages":[{"role":"user","content":"hi"}]}`, 404, "gpt-9"},

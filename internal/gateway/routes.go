@@ -13,6 +13,7 @@ import (
 	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/queue"
 	"github.com/llmlab/llmlab/internal/supervisor"
+	"github.com/llmlab/llmlab/internal/validate"
 )
 
 // route is one endpoint: the method it accepts and its handler.
@@ -204,16 +205,6 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	return body, true
 }
 
-// checkModel answers 404 for a model this gateway does not serve. An empty
-// model means the served one, as with vLLM.
-func (s *Server) checkModel(w http.ResponseWriter, model string) bool {
-	if model == "" || model == s.prof.ModelName() || model == s.prof.Model {
-		return true
-	}
-	s.fail(w, http.StatusNotFound, "unknown_model", "The model `%s` does not exist. This gateway serves `%s`.", model, s.prof.ModelName())
-	return false
-}
-
 func (s *Server) badJSON(w http.ResponseWriter, err error) {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
@@ -232,16 +223,8 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req openai.CompletionRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		s.badJSON(w, err)
-		return
-	}
-	if req.Prompt.Count == 0 {
-		s.fail(w, http.StatusBadRequest, "bad_request", "prompt is required")
-		return
-	}
-	if !s.checkModel(w, req.Model) {
+	req, ok := s.validated(w, body, validate.Completion)
+	if !ok {
 		return
 	}
 	s.forward(w, r, "/v1/completions", body, req.Stream)
@@ -252,16 +235,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req openai.ChatCompletionRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		s.badJSON(w, err)
-		return
-	}
-	if len(req.Messages) == 0 {
-		s.fail(w, http.StatusBadRequest, "bad_request", "messages is required and must not be empty")
-		return
-	}
-	if !s.checkModel(w, req.Model) {
+	req, ok := s.validated(w, body, validate.Chat)
+	if !ok {
 		return
 	}
 	s.forward(w, r, "/v1/chat/completions", body, req.Stream)
@@ -319,6 +294,9 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		s.fail(w, http.StatusInternalServerError, "internal", "encode upstream request: %v", err)
+		return
+	}
+	if _, ok := s.validated(w, up, validate.Completion); !ok {
 		return
 	}
 	r, end := s.withAbort(r)

@@ -126,3 +126,18 @@ func TestErrors(t *testing.T) {
 		t.Error("TypeForStatus fallbacks")
 	}
 }
+
+func TestTopLogprobsKeepsRankOrder(t *testing.T) {
+	in := TopLogprobs{{" z", -0.1}, {" a", -1.5}, {`"q"`, -2}}
+	b, err := json.Marshal(in)
+	if err != nil || string(b) != `{" z":-0.1," a":-1.5,"\"q\"":-2}` {
+		t.Fatalf("%s %v", b, err)
+	}
+	var out TopLogprobs
+	if err := json.Unmarshal(b, &out); err != nil || len(out) != 3 || out[0] != in[0] || out[2] != in[2] {
+		t.Fatalf("%+v %v", out, err)
+	}
+	if err := json.Unmarshal([]byte(`[1]`), &out); err == nil {
+		t.Fatal("a list decoded as top_logprobs")
+	}
+}

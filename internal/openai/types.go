@@ -117,9 +117,20 @@ type CompletionRequest struct {
 	Stop          json.RawMessage `json:"stop,omitempty"`
 	Seed          *int64          `json:"seed,omitempty"`
 	User          string          `json:"user,omitempty"`
-	// vLLM extensions.
-	IgnoreEOS bool `json:"ignore_eos,omitempty"`
-	MinTokens *int `json:"min_tokens,omitempty"`
+	// Logprobs asks for the log-probabilities of the chosen token and of
+	// this many most likely alternatives at each position.
+	Logprobs *int `json:"logprobs,omitempty"`
+	// vLLM's sampling extensions.
+	PresencePenalty   *float64 `json:"presence_penalty,omitempty"`
+	FrequencyPenalty  *float64 `json:"frequency_penalty,omitempty"`
+	RepetitionPenalty *float64 `json:"repetition_penalty,omitempty"`
+	TopK              *int     `json:"top_k,omitempty"`
+	MinP              *float64 `json:"min_p,omitempty"`
+	// StopTokenIDs end the generation when the model emits one of them; the
+	// id is reported as stop_reason.
+	StopTokenIDs []int `json:"stop_token_ids,omitempty"`
+	IgnoreEOS    bool  `json:"ignore_eos,omitempty"`
+	MinTokens    *int  `json:"min_tokens,omitempty"`
 }
 
 // ChatMessage is one message of a chat request. Content may be a string or a
@@ -184,9 +195,21 @@ type ChatCompletionRequest struct {
 	Stop                json.RawMessage `json:"stop,omitempty"`
 	Seed                *int64          `json:"seed,omitempty"`
 	User                string          `json:"user,omitempty"`
-	// vLLM extensions.
-	IgnoreEOS bool `json:"ignore_eos,omitempty"`
-	MinTokens *int `json:"min_tokens,omitempty"`
+	// Logprobs asks for the chosen tokens' log-probabilities; TopLogprobs
+	// for that many alternatives at each position too.
+	Logprobs    bool `json:"logprobs,omitempty"`
+	TopLogprobs *int `json:"top_logprobs,omitempty"`
+	// vLLM's sampling extensions.
+	PresencePenalty   *float64 `json:"presence_penalty,omitempty"`
+	FrequencyPenalty  *float64 `json:"frequency_penalty,omitempty"`
+	RepetitionPenalty *float64 `json:"repetition_penalty,omitempty"`
+	TopK              *int     `json:"top_k,omitempty"`
+	MinP              *float64 `json:"min_p,omitempty"`
+	// StopTokenIDs end the generation when the model emits one of them; the
+	// id is reported as stop_reason.
+	StopTokenIDs []int `json:"stop_token_ids,omitempty"`
+	IgnoreEOS    bool  `json:"ignore_eos,omitempty"`
+	MinTokens    *int  `json:"min_tokens,omitempty"`
 }
 
 // Usage is the token accounting vLLM returns.
@@ -222,6 +245,9 @@ type ChatChoice struct {
 	Message      ChatOutMessage  `json:"message"`
 	Logprobs     json.RawMessage `json:"logprobs"`
 	FinishReason *string         `json:"finish_reason"`
+	// StopReason is the stop string or token id that ended the choice
+	// (null for EOS or length), as vLLM reports it.
+	StopReason json.RawMessage `json:"stop_reason,omitempty"`
 }
 
 // ChatOutMessage is the assistant message of a whole chat completion.
@@ -252,6 +278,7 @@ type ChatChunkChoice struct {
 	Delta        ChatDelta       `json:"delta"`
 	Logprobs     json.RawMessage `json:"logprobs"`
 	FinishReason *string         `json:"finish_reason"`
+	StopReason   json.RawMessage `json:"stop_reason,omitempty"`
 }
 
 // ChatCompletionChunk is one streamed chat event (Object "chat.completion.chunk").
@@ -298,3 +325,86 @@ const (
 
 // StringPtr is a helper for the optional string fields above.
 func StringPtr(s string) *string { return &s }
+
+// CompletionLogprobs is the "logprobs" of a completion choice (vLLM's
+// CompletionLogProbs): per output token its text offset, log-probability,
+// text, and the most likely alternatives.
+type CompletionLogprobs struct {
+	TextOffset    []int         `json:"text_offset"`
+	TokenLogprobs []float64     `json:"token_logprobs"`
+	Tokens        []string      `json:"tokens"`
+	TopLogprobs   []TopLogprobs `json:"top_logprobs"`
+}
+
+// TokenLogprob is one candidate token and its log-probability.
+type TokenLogprob struct {
+	Token   string
+	Logprob float64
+}
+
+// TopLogprobs is the {token: logprob} object of one position, written in
+// rank order (a Go map would sort its keys).
+type TopLogprobs []TokenLogprob
+
+// MarshalJSON writes the candidates as one JSON object in order.
+func (t TopLogprobs) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i, c := range t {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		k, err := json.Marshal(c.Token)
+		if err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(c.Logprob)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(append(b, k...), ':'), v...)
+	}
+	return append(b, '}'), nil
+}
+
+// UnmarshalJSON reads the object back in its written order.
+func (t *TopLogprobs) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return fmt.Errorf("top_logprobs entry must be an object, got %s", truncate(string(b), 40))
+	}
+	*t = (*t)[:0]
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		var v float64
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		*t = append(*t, TokenLogprob{Token: k.(string), Logprob: v})
+	}
+	_, err := dec.Token()
+	return err
+}
+
+// ChatLogprobs is the "logprobs" of a chat choice (OpenAI's shape, as vLLM
+// returns it).
+type ChatLogprobs struct {
+	Content []ChatLogprobContent `json:"content"`
+}
+
+// ChatLogprobContent is one output token with its alternatives.
+type ChatLogprobContent struct {
+	Token       string           `json:"token"`
+	Logprob     float64          `json:"logprob"`
+	Bytes       []int            `json:"bytes"`
+	TopLogprobs []ChatTopLogprob `json:"top_logprobs"`
+}
+
+// ChatTopLogprob is one alternative of a chat token.
+type ChatTopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}

@@ -15,6 +15,7 @@ import (
 // decodes to the same values).
 type chunkEncoder struct {
 	g                  *generation
+	offset             int    // text offset of the next token (logprobs)
 	prefix             []byte // up to and including the key of the text
 	suffix, lastSuffix []byte // after the text: finish_reason null / final
 	roleEvent          []byte // chat only: the whole event that opens the message
@@ -30,14 +31,18 @@ func newChunkEncoder(g *generation) *chunkEncoder {
 		b = append(b, `","created":`...)
 		b = strconv.AppendInt(b, g.created, 10)
 		b = append(b, `,"model":`...)
-		b = appendJSONString(b, g.p.model)
+		b = appendJSONString(b, g.p.Model)
 		return append(b, `,"choices":[{"index":0,`...)
 	}
 	reason := appendJSONString(nil, g.seq.finishReason)
-	if g.p.chat {
+	stop := g.stopReason
+	if stop == nil {
+		stop = nullJSON
+	}
+	if g.p.Chat {
 		h := head(openai.ObjectChatChunk)
 		e.prefix = append(h[:len(h):len(h)], `"delta":{"content":`...)
-		e.suffix = []byte(`},"logprobs":null,"finish_reason":null}]}`)
+		e.suffix = []byte(`},"logprobs":null,"finish_reason":null,"stop_reason":null}]}`)
 		// vLLM's serving_chat.py opens the stream (on the engine's first
 		// output) with a chunk of its own whose delta is the role and an
 		// empty content; the token chunks that follow carry no role.
@@ -46,13 +51,13 @@ func newChunkEncoder(g *generation) *chunkEncoder {
 		e.roleEvent = append(e.roleEvent, e.suffix...)
 		e.roleEvent = append(e.roleEvent, '\n', '\n')
 		e.lastSuffix = append([]byte(`},"logprobs":null,"finish_reason":`), reason...)
-		e.lastSuffix = append(e.lastSuffix, `}]}`...)
+		e.lastSuffix = append(append(append(e.lastSuffix, `,"stop_reason":`...), stop...), `}]}`...)
 		return e
 	}
 	e.prefix = append(head(openai.ObjectTextCompletion), `"text":`...)
 	e.suffix = []byte(`,"logprobs":null,"finish_reason":null,"stop_reason":null}]}`)
 	e.lastSuffix = append([]byte(`,"logprobs":null,"finish_reason":`), reason...)
-	e.lastSuffix = append(e.lastSuffix, `,"stop_reason":null}]}`...)
+	e.lastSuffix = append(append(append(e.lastSuffix, `,"stop_reason":`...), stop...), `}]}`...)
 	return e
 }
 
@@ -62,8 +67,11 @@ func newChunkEncoder(g *generation) *chunkEncoder {
 // no latency of its own). The last token's chunk carries the finish reason
 // (as vLLM does when a step ends a request).
 func (e *chunkEncoder) appendToken(dst []byte, k int) []byte {
-	if k == 0 && e.g.p.chat {
+	if k == 0 && e.g.p.Chat {
 		dst = append(dst, e.roleEvent...)
+	}
+	if e.g.p.Logprobs {
+		return e.appendWithLogprobs(dst, k)
 	}
 	dst = append(dst, "data: "...)
 	dst = append(dst, e.prefix...)
@@ -80,14 +88,14 @@ func (e *chunkEncoder) appendToken(dst []byte, k int) []byte {
 // usageChunk is the stream_options.include_usage chunk: no choices, usage.
 func (e *chunkEncoder) usageChunk(u *openai.Usage) []byte {
 	g := e.g
-	if g.p.chat {
+	if g.p.Chat {
 		return mustJSON(openai.ChatCompletionChunk{
-			ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.model,
+			ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.Model,
 			Choices: []openai.ChatChunkChoice{}, Usage: u,
 		})
 	}
 	return mustJSON(openai.CompletionResponse{
-		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.model,
+		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.Model,
 		Choices: []openai.CompletionChoice{}, Usage: u,
 	})
 }
@@ -154,4 +162,33 @@ func appendJSONString(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// appendWithLogprobs appends token k's event with its log-probabilities,
+// through encoding/json: the pre-built chunks cover only "logprobs":null.
+func (e *chunkEncoder) appendWithLogprobs(dst []byte, k int) []byte {
+	g := e.g
+	var reason *string
+	stop := nullJSON
+	if k == g.seq.outputTokens-1 {
+		reason = &g.seq.finishReason
+		if g.stopReason != nil {
+			stop = g.stopReason
+		}
+	}
+	text := string(g.appendText(nil, k, k+1))
+	lp := g.logprobs(k, k+1, e.offset)
+	e.offset += len(g.tokenText(k))
+	if g.p.Chat {
+		return appendEvent(dst, mustJSON(openai.ChatCompletionChunk{
+			ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.Model,
+			Choices: []openai.ChatChunkChoice{{
+				Delta: openai.ChatDelta{Content: &text}, Logprobs: lp, FinishReason: reason, StopReason: stop,
+			}},
+		}))
+	}
+	return appendEvent(dst, mustJSON(openai.CompletionResponse{
+		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.Model,
+		Choices: []openai.CompletionChoice{{Text: text, Logprobs: lp, FinishReason: reason, StopReason: stop}},
+	}))
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/openai"
+	"github.com/llmlab/llmlab/internal/validate"
 )
 
 // streamEvents runs the chunk encoder over every token of g, as stream
@@ -41,7 +42,7 @@ func TestChunkEncoderMatchesEncodingJSON(t *testing.T) {
 	for _, chat := range []bool{true, false} {
 		for _, out := range []int{1, 5} {
 			g := &generation{
-				p:        genParams{chat: chat, model: `m<&>"x"`, promptTokens: 7},
+				p:        genParams{Request: validate.Request{Chat: chat, Model: `m<&>"x"`, PromptTokens: 7}},
 				id:       "id-1",
 				created:  1700000000,
 				textSeed: 99,
@@ -50,8 +51,8 @@ func TestChunkEncoderMatchesEncodingJSON(t *testing.T) {
 			var want []any
 			if chat {
 				want = append(want, openai.ChatCompletionChunk{
-					ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.model,
-					Choices: []openai.ChatChunkChoice{{Delta: openai.ChatDelta{Role: "assistant", Content: str("")}, Logprobs: null}},
+					ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.Model,
+					Choices: []openai.ChatChunkChoice{{Delta: openai.ChatDelta{Role: "assistant", Content: str("")}, Logprobs: null, StopReason: null}},
 				})
 			}
 			for k := 0; k < out; k++ {
@@ -62,12 +63,12 @@ func TestChunkEncoderMatchesEncodingJSON(t *testing.T) {
 				}
 				if chat {
 					want = append(want, openai.ChatCompletionChunk{
-						ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.model,
-						Choices: []openai.ChatChunkChoice{{Delta: openai.ChatDelta{Content: str(text)}, Logprobs: null, FinishReason: reason}},
+						ID: g.id, Object: openai.ObjectChatChunk, Created: g.created, Model: g.p.Model,
+						Choices: []openai.ChatChunkChoice{{Delta: openai.ChatDelta{Content: str(text)}, Logprobs: null, FinishReason: reason, StopReason: null}},
 					})
 				} else {
 					want = append(want, openai.CompletionResponse{
-						ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.model,
+						ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.Model,
 						Choices: []openai.CompletionChoice{{Text: text, Logprobs: null, FinishReason: reason, StopReason: null}},
 					})
 				}

@@ -21,6 +21,9 @@ func FuzzHandler(f *testing.F) {
 		`{"prompt":"x","max_tokens":"x"}`, `{"prompt":["a","b"]}`, `{"prompt":"x","min_tokens":2,"max_tokens":1}`,
 		`{"messages":[{"role":"user","content":"hi"}],"stream":true,"max_completion_tokens":4}`,
 		`{"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"n":2}`, `[]`, `{`, ``, `{"model":"zz"}`,
+		`{"prompt":"hi","max_tokens":30,"stop":[" the","a"],"stop_token_ids":[300,301],"logprobs":2,"stream":true}`,
+		`{"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":3,"stop":"e","temperature":0}`,
+		"{\"prompt\":\"\xff\"}", `{"messages":[{"role":"wizard","content":"x"}]}`,
 	} {
 		f.Add(uint8(0), []byte(s))
 		f.Add(uint8(1), []byte(s))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/openai"
+	"github.com/llmlab/llmlab/internal/validate"
 )
 
 // handler routes the API. Routing is by exact path, then method, so that an
@@ -24,8 +25,12 @@ func (s *server) handler() http.Handler {
 		"/health":              {http.MethodGet: s.handleHealth},
 		"/metrics":             {http.MethodGet: s.m.handler().ServeHTTP},
 		"/version":             {http.MethodGet: s.handleVersion},
+		// vLLM answers /ping like /health, on GET and POST (SageMaker's probe).
+		"/ping":       {http.MethodGet: s.handleHealth, http.MethodPost: s.handleHealth},
+		"/tokenize":   {http.MethodPost: s.handleTokenize},
+		"/detokenize": {http.MethodPost: s.handleDetokenize},
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return requireKey(s.cfg.APIKeys, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		methods, ok := routes[r.URL.Path]
 		if !ok {
 			openai.WriteError(w, http.StatusNotFound, "Not Found: %s %s", r.Method, r.URL.Path)
@@ -46,11 +51,13 @@ func (s *server) handler() http.Handler {
 			return
 		}
 		h(w, r)
-	})
+	}))
 }
 
-func (s *server) limits() limits {
-	return limits{servedName: s.cfg.ServedModelName, maxModelLen: s.maxModelLen, vocab: s.vocab}
+// limits is what request validation checks against: the same values the
+// gateway derives from the profile (internal/gateway/validate.go).
+func (s *server) limits() validate.Limits {
+	return validate.Limits{ServedName: s.cfg.ServedModelName, MaxModelLen: s.maxModelLen, Vocab: s.vocab, MaxN: 1}
 }
 
 func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -103,7 +110,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *openai.ErrorResp
 
 // handleGenerate serves /v1/completions or /v1/chat/completions: the two
 // differ only in how the body is parsed into a generation.
-func (s *server) handleGenerate(parse func([]byte, limits) (genParams, *openai.ErrorResponse)) http.HandlerFunc {
+func (s *server) handleGenerate(parse func([]byte, validate.Limits) (genParams, *openai.ErrorResponse)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, e := readBody(w, r)
 		if e == nil {
@@ -124,6 +131,11 @@ type generation struct {
 	created  int64
 	textSeed uint64
 	seq      *seq
+	// texts holds each token's text when a stop string or stop token cut
+	// the output (see applyStop); nil: appendText generates it.
+	texts []string
+	// stopReason is the JSON stop_reason: null, a stop string or an id.
+	stopReason json.RawMessage
 }
 
 // generate submits the request to the engine loop and answers it, streamed
@@ -132,7 +144,7 @@ type generation struct {
 func (s *server) generate(w http.ResponseWriter, r *http.Request, p genParams) {
 	n := s.nextID.Add(1)
 	prefix := "cmpl-"
-	if p.chat {
+	if p.Chat {
 		prefix = "chatcmpl-"
 	}
 	now := time.Now()
@@ -140,7 +152,8 @@ func (s *server) generate(w http.ResponseWriter, r *http.Request, p genParams) {
 	var out int
 	var reason string
 	g.textSeed, out, reason = p.plan(s.cfg.Seed, n)
-	g.seq = newSeq(g.id, p.promptTokens, out, p.maxTokens, reason, now)
+	out, reason = g.applyStop(out, reason)
+	g.seq = newSeq(g.id, p.PromptTokens, out, p.MaxTokens, reason, now)
 	g.seq.promptIDs = p.promptIDs
 	if err := s.loop.submit(r.Context(), g.seq); err != nil {
 		if errors.Is(err, errShutdown) {
@@ -151,7 +164,7 @@ func (s *server) generate(w http.ResponseWriter, r *http.Request, p genParams) {
 	// Whatever ends this handler early (client gone, write error), the
 	// engine must stop working on the request.
 	defer s.loop.abort(g.seq)
-	if p.stream {
+	if p.Stream {
 		s.stream(w, r, g)
 		return
 	}
@@ -197,9 +210,9 @@ func (s *server) progress(sq *seq) (produced int, state int32) {
 
 func (s *server) usage(g *generation) *openai.Usage {
 	return &openai.Usage{
-		PromptTokens:     g.p.promptTokens,
+		PromptTokens:     g.p.PromptTokens,
 		CompletionTokens: g.seq.outputTokens,
-		TotalTokens:      g.p.promptTokens + g.seq.outputTokens,
+		TotalTokens:      g.p.PromptTokens + g.seq.outputTokens,
 	}
 }
 
@@ -220,31 +233,40 @@ func (s *server) whole(w http.ResponseWriter, r *http.Request, g *generation) {
 	}
 	text := string(g.appendText(nil, 0, g.seq.outputTokens))
 	reason := g.seq.finishReason
-	if g.p.chat {
+	if g.p.Chat {
 		writeJSON(w, http.StatusOK, openai.ChatCompletionResponse{
-			ID: g.id, Object: openai.ObjectChatCompletion, Created: g.created, Model: g.p.model,
+			ID: g.id, Object: openai.ObjectChatCompletion, Created: g.created, Model: g.p.Model,
 			Choices: []openai.ChatChoice{{
 				Message:      openai.ChatOutMessage{Role: "assistant", Content: text},
-				FinishReason: &reason,
+				Logprobs:     g.logprobs(0, g.seq.outputTokens, 0),
+				FinishReason: &reason, StopReason: g.stopReason,
 			}},
 			Usage: s.usage(g),
 		})
 		return
 	}
 	writeJSON(w, http.StatusOK, openai.CompletionResponse{
-		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.model,
-		Choices: []openai.CompletionChoice{{Text: text, FinishReason: &reason, StopReason: json.RawMessage("null")}},
-		Usage:   s.usage(g),
+		ID: g.id, Object: openai.ObjectTextCompletion, Created: g.created, Model: g.p.Model,
+		Choices: []openai.CompletionChoice{{
+			Text: text, Logprobs: g.logprobs(0, g.seq.outputTokens, 0), FinishReason: &reason, StopReason: g.stopReason,
+		}},
+		Usage: s.usage(g),
 	})
 }
 
 // appendText appends the text of output tokens [from, to) to dst. A chat
 // answer does not start with the space that continues a completion prompt.
 func (g *generation) appendText(dst []byte, from, to int) []byte {
+	if g.texts != nil {
+		for k := from; k < to; k++ {
+			dst = append(dst, g.texts[k]...)
+		}
+		return dst
+	}
 	for k := from; k < to; k++ {
 		start := len(dst)
 		dst = appendToken(dst, g.textSeed, k)
-		if k == 0 && g.p.chat {
+		if k == 0 && g.p.Chat {
 			dst = append(dst[:start], dst[start+1:]...)
 		}
 	}
@@ -283,7 +305,7 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request, g *generation) {
 			buf = appendEvent(buf, mustJSON(openai.NewError(http.StatusServiceUnavailable, abortMessage(g.seq))))
 			buf = appendEvent(buf, []byte(openai.Done))
 		case stateFinished:
-			if g.p.includeUsage {
+			if g.p.IncludeUsage {
 				buf = appendEvent(buf, enc.usageChunk(s.usage(g)))
 			}
 			buf = appendEvent(buf, []byte(openai.Done))

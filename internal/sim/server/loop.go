@@ -50,7 +50,9 @@ type seq struct {
 	notify chan struct{} // capacity 1
 
 	// Owned by the loop goroutine.
-	lastTokenAt time.Time
+	lastTokenAt  time.Time
+	scheduledAt  time.Time // start of the step that produced token 0
+	firstTokenAt time.Time
 }
 
 func newSeq(id string, prompt, output, maxTokens int, reason string, arrival time.Time) *seq {
@@ -280,16 +282,7 @@ func (l *loop) deliver(step engine.Step, start, end time.Time) {
 			continue // never hand out a token twice
 		}
 		if ev.Index == 0 {
-			l.m.promptTokens.Add(float64(s.promptTokens))
-			l.m.ttft.Observe(end.Sub(s.arrival).Seconds())
-			// Queue time is approximated as arrival → start of the step
-			// that produced the first token (exact when the prompt's
-			// prefill fits in one step, as it does for short prompts).
-			q := start.Sub(s.arrival)
-			if q < 0 {
-				q = 0
-			}
-			l.m.queue.Observe(q.Seconds())
+			l.m.firstToken(s, start, end)
 		} else {
 			itl := end.Sub(s.lastTokenAt).Seconds()
 			l.m.itl.Observe(itl)
@@ -299,11 +292,7 @@ func (l *loop) deliver(step engine.Step, start, end time.Time) {
 		s.produced.Store(int32(ev.Index + 1))
 		if ev.Finished || ev.Index+1 >= s.outputTokens {
 			delete(l.seqs, s.id)
-			l.m.success[s.finishReason].Inc()
-			l.m.e2e.Observe(end.Sub(s.arrival).Seconds())
-			l.m.promptHist.Observe(float64(s.promptTokens))
-			l.m.genHist.Observe(float64(ev.Index + 1))
-			l.m.maxTokenHist.Observe(float64(s.maxTokens))
+			l.m.finished(s, ev.Index+1, end)
 			s.state.Store(stateFinished)
 		}
 		ready = append(ready, s)
@@ -322,6 +311,7 @@ func (l *loop) updateGauges() {
 	l.m.running.Set(float64(st.Running))
 	l.m.waiting.Set(float64(st.Waiting))
 	l.m.kvUsage.Set(st.KVUsage())
+	l.m.gpuCacheUsage.Set(st.KVUsage())
 }
 
 // abortAll ends every request still in flight when the loop stops, so that

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/llmlab/llmlab/internal/tokenizer"
 )
 
 // tokenizerSamples are texts that exercise every branch of the scan.
@@ -13,7 +15,7 @@ var tokenizerSamples = []string{
 	"", "hello", " hello", "  hello", "internationalization", "p95 = 5.2s", "a,b.",
 	"line\n\nnext", "\r\n\r\n", "<|im_start|>user\n", "<|not special", "<||>", "<|a|", "héllo wörld",
 	strings.Repeat("ab ", 100), "tabs\t\tand  spaces ", "x  y", "trailing ", " ", "\t", "<|" + strings.Repeat("a", 40) + "|>",
-	RenderChat([]ChatTurn{{"system", "Be brief."}, {"user", "Explain KV caches in 3 lines."}}),
+	tokenizer.RenderChat([]tokenizer.ChatTurn{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Explain KV caches in 3 lines."}}),
 }
 
 func TestTokenIDsMatchCountTokens(t *testing.T) {
@@ -31,12 +33,12 @@ func TestTokenIDsMatchCountTokens(t *testing.T) {
 		samples = append(samples, string(b))
 	}
 	for _, s := range samples {
-		ids := appendTokenIDs(nil, s)
-		if len(ids) != CountTokens(s) {
-			t.Fatalf("%q: %d ids, CountTokens %d", s, len(ids), CountTokens(s))
+		ids := encodeIDs(s)
+		if len(ids) != tokenizer.Count(s) {
+			t.Fatalf("%q: %d ids, CountTokens %d", s, len(ids), tokenizer.Count(s))
 		}
 		for _, id := range ids {
-			if id < 0 || id >= tokenIDSpace {
+			if id < 0 || id >= tokenizer.IDSpace {
 				t.Fatalf("%q: id %d out of range", s, id)
 			}
 		}
@@ -49,18 +51,18 @@ func FuzzTokenIDsMatchCountTokens(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if n, c := len(appendTokenIDs(nil, s)), CountTokens(s); n != c {
+		if n, c := len(encodeIDs(s)), tokenizer.Count(s); n != c {
 			t.Fatalf("%q: %d ids, CountTokens %d", s, n, c)
 		}
 	})
 }
 
 func TestTokenIDsFollowText(t *testing.T) {
-	a := appendTokenIDs(nil, "the queue holds the request")
-	if !slices.Equal(a, appendTokenIDs(nil, "the queue holds the request")) {
+	a := encodeIDs("the queue holds the request")
+	if !slices.Equal(a, encodeIDs("the queue holds the request")) {
 		t.Fatal("ids of equal texts differ")
 	}
-	if len(a) != 5 || a[0] == a[1] || a[1] != appendTokenIDs(nil, " queue")[0] {
+	if len(a) != 5 || a[0] == a[1] || a[1] != encodeIDs(" queue")[0] {
 		t.Fatalf("ids %v", a)
 	}
 	// " the" (after a space) and "the" are different tokens, as in BPE.
@@ -68,14 +70,14 @@ func TestTokenIDsFollowText(t *testing.T) {
 		t.Errorf("'the' and ' the' share id %d", a[0])
 	}
 	// A shared system prompt gives a shared leading run of ids.
-	sys := ChatTurn{"system", strings.Repeat("You answer questions about queues. ", 8)}
-	x := appendTokenIDs(nil, RenderChat([]ChatTurn{sys, {"user", "first question"}}))
-	y := appendTokenIDs(nil, RenderChat([]ChatTurn{sys, {"user", "another one"}}))
+	sys := tokenizer.ChatTurn{Role: "system", Content: strings.Repeat("You answer questions about queues. ", 8)}
+	x := encodeIDs(tokenizer.RenderChat([]tokenizer.ChatTurn{sys, {Role: "user", Content: "first question"}}))
+	y := encodeIDs(tokenizer.RenderChat([]tokenizer.ChatTurn{sys, {Role: "user", Content: "another one"}}))
 	common := 0
 	for common < min(len(x), len(y)) && x[common] == y[common] {
 		common++
 	}
-	if want := CountTokens(RenderChat([]ChatTurn{sys})[:len(RenderChat([]ChatTurn{sys}))-len("<|im_start|>assistant\n")]); common < want {
+	if want := tokenizer.Count(tokenizer.RenderChat([]tokenizer.ChatTurn{sys})[:len(tokenizer.RenderChat([]tokenizer.ChatTurn{sys}))-len("<|im_start|>assistant\n")]); common < want {
 		t.Errorf("chats share %d leading ids, want at least the system turn's %d", common, want)
 	}
 }
@@ -89,7 +91,7 @@ func TestPrefixCacheCountersRiseOnRepeat(t *testing.T) {
 		cfg.Engine.EnablePrefixCaching = caching
 		ts := startServer(t, cfg, nil)
 		prompt := strings.Repeat("The scheduler admits waiting requests while the token budget lasts. ", 6)
-		n := CountTokens(prompt)
+		n := tokenizer.Count(prompt)
 		body := obj{"prompt": prompt, "max_tokens": 4, "ignore_eos": true}
 		for i := 1; i <= 2; i++ {
 			if code, out := ts.post(t, "/v1/completions", body); code != 200 {
@@ -120,10 +122,10 @@ func TestChatSystemPromptIsASharedPrefix(t *testing.T) {
 	cfg.Engine.EnablePrefixCaching = true
 	ts := startServer(t, cfg, nil)
 	sys := strings.Repeat("You are a terse assistant for queueing questions. ", 5)
-	var ids [][]int32
+	var ids [][]int
 	for _, q := range []string{"What is Little's law?", "Why do queues explode near saturation?"} {
-		turns := []ChatTurn{{"system", sys}, {"user", q}}
-		ids = append(ids, appendTokenIDs(nil, RenderChat(turns)))
+		turns := []tokenizer.ChatTurn{{Role: "system", Content: sys}, {Role: "user", Content: q}}
+		ids = append(ids, encodeIDs(tokenizer.RenderChat(turns)))
 		body := obj{"messages": []obj{{"role": "system", "content": sys}, {"role": "user", "content": q}}, "max_tokens": 2}
 		if code, out := ts.post(t, "/v1/chat/completions", body); code != 200 {
 			t.Fatalf("chat: %d %s", code, out)
@@ -138,3 +140,6 @@ func TestChatSystemPromptIsASharedPrefix(t *testing.T) {
 		t.Errorf("hits %v, want %v (%d shared leading tokens)", h, want, common)
 	}
 }
+
+// encodeIDs is the token ids the server hands the engine for a text prompt.
+func encodeIDs(s string) []int { return tokenizer.Encode(s) }

@@ -37,25 +37,28 @@
 //
 // # Text
 //
-// Text prompts are counted by CountTokens (documented there); chat messages
-// are rendered with RenderChat's ChatML template and counted the same way;
-// token-id prompts count exactly. Output text is drawn word by word from a
-// fixed vocabulary (appendToken): at temperature 0 seeded by the prompt
+// Requests are validated by internal/validate, the gateway's validation
+// too, so both refuse alike. Text prompts are counted by internal/tokenizer;
+// chat messages are rendered with its ChatML template and counted the same
+// way; token-id prompts count exactly. Output text is drawn word by word
+// from a fixed vocabulary (tokenAt): at temperature 0 seeded by the prompt
 // hash, so the same prompt always yields the same text; at temperature > 0
 // (vLLM's default is 1.0 when the field is omitted) seeded by the request's
 // seed, or by the server seed and a request counter. Unless ignore_eos is
 // set, the simulated model stops ("stop") at a length drawn from the same
 // seed (8–263 tokens, at least min_tokens); if that is beyond max_tokens
-// the request ends with "length".
+// the request ends with "length". Stop strings and stop_token_ids end it
+// earlier as vLLM V1 does, and logprobs come in vLLM's shapes (output.go).
+// /tokenize, /detokenize, /ping, /version and --api-key are as in vLLM.
 //
 // # Differences from vLLM
 //
-// n > 1 and batches of prompts are rejected with 400; logprobs, echo, stop
-// strings and tools are accepted and ignored; queue time
-// (vllm:request_queue_time_seconds) is measured from arrival to the start
-// of the step that produced the first token; unknown routes answer 404 and
-// wrong methods 405 in the OpenAI error shape (vLLM's FastAPI answers
-// {"detail": …}); request bodies are limited to 1 MiB (413).
+// n > 1 and batches of prompts are rejected with 400; echo and tools are
+// accepted and ignored; queue time (vllm:request_queue_time_seconds) is
+// measured from arrival to the start of the step that produced the first
+// token; unknown routes answer 404 and wrong methods 405 in the OpenAI
+// error shape (vLLM's FastAPI answers {"detail": …}); request bodies are
+// limited to 1 MiB (413). docs/sim-api.md has the whole list.
 package server
 
 import (
@@ -83,6 +86,9 @@ type Config struct {
 	Seed            int64
 	Logger          *slog.Logger
 	Stderr          io.Writer // where vLLM-style fatal errors are printed
+	// APIKeys, when set, are required as "Authorization: Bearer <key>" on
+	// /v1/* (vllm serve --api-key).
+	APIKeys []string
 }
 
 // vllmVersion is what GET /version reports: the vLLM release whose
@@ -206,7 +212,9 @@ func newServer(cfg Config, plan engine.Plan, observe stepObserver) *server {
 	if cfg.ServedModelName == "" {
 		cfg.ServedModelName = cfg.Model
 	}
-	m := newMetrics(cfg.ServedModelName, cfg.Engine.MaxModelLen)
+	m := newMetrics(cfg.ServedModelName, cfg.Engine.MaxModelLen, cacheInfo{
+		blockSize: cfg.Engine.BlockSize, gpuUtilization: cfg.Engine.GPUMemoryUtilization, numGPUBlocks: plan.NumBlocks,
+	})
 	now := time.Now()
 	spec, _ := engine.LookupModel(cfg.Engine.ModelSpec) // NewPlan validated it
 	return &server{

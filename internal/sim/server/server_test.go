@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/llmlab/llmlab/internal/openai"
+	"github.com/llmlab/llmlab/internal/tokenizer"
 )
 
 type obj = map[string]any
@@ -68,7 +69,7 @@ func TestCompletionStreamMatchesWhole(t *testing.T) {
 				t.Fatalf("bad envelope: %s", body)
 			}
 			u := whole.Usage
-			wantPrompt := CountTokens("Explain KV caches in one paragraph.")
+			wantPrompt := tokenizer.Count("Explain KV caches in one paragraph.")
 			if u == nil || u.PromptTokens != wantPrompt || u.TotalTokens != u.PromptTokens+u.CompletionTokens {
 				t.Fatalf("usage %+v, want prompt %d", u, wantPrompt)
 			}
@@ -202,7 +203,7 @@ func TestChatStreamMatchesWhole(t *testing.T) {
 		t.Fatalf("status %d: %s", code, body)
 	}
 	whole := decode[openai.ChatCompletionResponse](t, body)
-	wantPrompt := CountTokens(RenderChat([]ChatTurn{{"system", "You are terse."}, {"user", "Why did p95 rise?"}}))
+	wantPrompt := tokenizer.Count(tokenizer.RenderChat([]tokenizer.ChatTurn{{Role: "system", Content: "You are terse."}, {Role: "user", Content: "Why did p95 rise?"}}))
 	if whole.Object != openai.ObjectChatCompletion || !strings.HasPrefix(whole.ID, "chatcmpl-") ||
 		whole.Choices[0].Message.Role != "assistant" || *whole.Usage != (openai.Usage{PromptTokens: wantPrompt, CompletionTokens: 50, TotalTokens: wantPrompt + 50}) {
 		t.Fatalf("bad response (want prompt %d, 50 completion tokens from max_completion_tokens): %s", wantPrompt, body)
@@ -261,7 +262,7 @@ func TestChatContentParts(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("status %d: %s", code, body)
 	}
-	want := CountTokens(RenderChat([]ChatTurn{{"user", "Why did p95 rise?"}}))
+	want := tokenizer.Count(tokenizer.RenderChat([]tokenizer.ChatTurn{{Role: "user", Content: "Why did p95 rise?"}}))
 	if got := decode[openai.ChatCompletionResponse](t, body).Usage.PromptTokens; got != want {
 		t.Fatalf("prompt tokens %d, want %d", got, want)
 	}
@@ -542,7 +543,7 @@ func TestMetricsNamesLabelsAndCounts(t *testing.T) {
 	if fmt.Sprint(bounds) != fmt.Sprint(append(ttftBuckets[:len(ttftBuckets):len(ttftBuckets)], math.Inf(1))) {
 		t.Errorf("TTFT buckets %v", bounds)
 	}
-	chatPrompt := CountTokens(RenderChat([]ChatTurn{{"user", "hi"}}))
+	chatPrompt := tokenizer.Count(tokenizer.RenderChat([]tokenizer.ChatTurn{{Role: "user", Content: "hi"}}))
 	if v := value(t, fams, "vllm:prompt_tokens_total"); v != float64(30+chatPrompt) {
 		t.Errorf("prompt tokens %v, want %d", v, 30+chatPrompt)
 	}

@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/llmlab/llmlab/internal/openai"
+	"github.com/llmlab/llmlab/internal/profile"
+	"github.com/llmlab/llmlab/internal/sim/engine"
+	"github.com/llmlab/llmlab/internal/validate"
+)
+
+// Requests are validated here, before admission and before any worker
+// start, with the same package and limits the simulated worker uses: a
+// request the worker would refuse is refused with the worker's status and
+// message, and a stopped worker stays stopped (issue 11 §3).
+
+// validationLimits derives the worker's limits from the profile:
+// max_model_len from its engine arguments, the vocabulary from its model
+// spec. Against a real vLLM (or an external worker) text prompts are left
+// to the worker's own tokenizer, n is not capped, and the vocabulary is
+// known only when the model is one of the modelled ones.
+func validationLimits(p profile.Profile) validate.Limits {
+	lim := validate.Limits{ServedName: p.ModelName(), MaxModelLen: p.EngineArgs.MaxModelLen}
+	if spec, ok := modelSpec(p); ok {
+		lim.Vocab = spec.Vocab
+	}
+	if p.Engine == profile.EngineSim {
+		lim.MaxN = 1 // the simulated engine serves n = 1 only
+	} else {
+		lim.SkipTextLength = true
+	}
+	return lim
+}
+
+// modelSpec finds the modelled architecture of the profile's model: the
+// sim section's model_spec, else the spec whose Hugging Face name is the
+// model (as `llmlab sim` picks it), else, for the sim engine, the default.
+func modelSpec(p profile.Profile) (engine.ModelSpec, bool) {
+	if p.Sim.ModelSpec != "" {
+		s, err := engine.LookupModel(p.Sim.ModelSpec)
+		return s, err == nil
+	}
+	norm := func(s string) string { return strings.TrimSuffix(strings.ToLower(s), "-instruct") }
+	for _, name := range engine.ModelNames() {
+		s, err := engine.LookupModel(name)
+		if err == nil && norm(s.HFName) == norm(p.Model) {
+			return s, true
+		}
+	}
+	if p.Engine == profile.EngineSim {
+		s, err := engine.LookupModel(engine.DefaultModelSpec)
+		return s, err == nil
+	}
+	return engine.ModelSpec{}, false
+}
+
+// validated parses and validates body with check; on refusal it writes the
+// worker's answer and counts it, and returns false.
+func (s *Server) validated(w http.ResponseWriter, body []byte, check func([]byte, validate.Limits) (validate.Request, *validate.Error)) (validate.Request, bool) {
+	req, e := check(body, validationLimits(s.prof))
+	if e == nil {
+		return req, true
+	}
+	reason := "invalid_request"
+	if e.Error.Code == http.StatusNotFound {
+		reason = "unknown_model"
+	}
+	s.metrics.Errors.WithLabelValues(reason, strconv.Itoa(e.Error.Code)).Inc()
+	openai.WriteErrorBody(w, *e)
+	return req, false
+}
