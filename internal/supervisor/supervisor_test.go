@@ -46,6 +46,12 @@ func fakeWorker(mode, port string) {
 		os.Exit(1)
 	case "hang":
 		select {}
+	case "chatty":
+		// 1.5 MiB of output: past a 1 MiB rotation size.
+		line := strings.Repeat("x", 1023) + "\n"
+		for range 1536 {
+			fmt.Print(line)
+		}
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 	case "child":
