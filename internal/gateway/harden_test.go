@@ -3,8 +3,16 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +21,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/profile"
+	"gopkg.in/yaml.v3"
 )
 
 // do sends one request with the given headers and returns status, headers
@@ -415,5 +424,85 @@ func writeFile(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// selfSigned writes a certificate and key for 127.0.0.1 and returns their
+// paths and a pool that trusts the certificate.
+func selfSigned(t *testing.T) (string, string, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "llmlab test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certPath, keyPath := dir+"/cert.pem", dir+"/key.pem"
+	writeFile(t, certPath, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	writeFile(t, keyPath, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})))
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return certPath, keyPath, pool
+}
+
+func TestTLS(t *testing.T) {
+	certPath, keyPath, pool := selfSigned(t)
+	set := Defaults()
+	set.TLSCert, set.TLSKey = certPath, certPath // a certificate is no key
+	if _, err := New(set, testProfile("http://127.0.0.1:1"), Options{}); err == nil {
+		t.Fatal("a bad key pair must fail at start")
+	}
+	f := newFakeWorker(t)
+	_, gw, _, _ := runGateway(t, f.ts.URL, func(s *Settings) { s.TLSCert, s.TLSKey, s.APIKeys = certPath, keyPath, []string{"k"} })
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	req, _ := http.NewRequest("POST", strings.Replace(gw, "http://", "https://", 1)+"/v1/completions", strings.NewReader(`{"prompt":"hi","max_tokens":1}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer k")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("over TLS: %d", resp.StatusCode)
+	}
+}
+
+func TestProfileKeyList(t *testing.T) {
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte("api_key: [a, b]\ncors_origin: http://x.example\nkeep_logs: true\n"), &n); err != nil {
+		t.Fatal(err)
+	}
+	s := Defaults()
+	if err := s.ApplyProfile(*n.Content[0]); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.APIKeys) != 2 || s.APIKeys[1] != "b" || len(s.CORSOrigins) != 1 || !s.KeepLogs {
+		t.Fatalf("%+v", s)
+	}
+	// The environment replaces the profile's list.
+	if err := s.ApplyEnv(func(k string) string {
+		if k == "LLMLAB_API_KEY" {
+			return "c"
+		}
+		return ""
+	}); err != nil || len(s.APIKeys) != 1 || s.APIKeys[0] != "c" {
+		t.Fatalf("env: %v %v", err, s.APIKeys)
 	}
 }
