@@ -548,3 +548,52 @@ func get(t *testing.T, url string) (int, http.Header, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(b)
 }
+
+// A profile the sim cannot model fails `serve` at start, not on the first
+// request.
+func TestServeUnknownSimSpecExits2(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "bad.yaml")
+	writeProfile(t, prof, "name: bad\nengine: sim\nmodel: Qwen/Qwen2.5-0.5B-Instruct\nsim:\n  gpu: gtx-9999\n  model_spec: qwen2.5-0.5b\n")
+	p := start(t, "serve", "--port", itoa(freePort(t)), "--profile", prof)
+	if code := p.wait(t, 10*time.Second); code != 2 || !strings.Contains(p.out.String(), "unknown GPU") {
+		t.Fatalf("exit %d, want 2 naming the unknown GPU:\n%s", code, p.out.String())
+	}
+}
+
+// Without --log-dir the worker logs go to a private per-run directory,
+// removed on exit unless --keep-logs.
+func TestServeLogDirRemovedOnExit(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		tmp := t.TempDir()
+		t.Setenv("TMPDIR", tmp)
+		port := freePort(t)
+		base := "http://127.0.0.1:" + itoa(port)
+		args := []string{"serve", "--port", itoa(port), "--worker-startup-seconds", "0"}
+		if keep {
+			args = append(args, "--keep-logs")
+		}
+		p := start(t, args...)
+		waitHTTP(t, p, base+"/health", 10*time.Second)
+		if o := exchange(context.Background(), base, "/v1/completions", shortPlain); o.kind != "ok" {
+			t.Fatalf("%+v", o)
+		}
+		dirs, _ := filepath.Glob(filepath.Join(tmp, "llmlab-worker-*"))
+		if len(dirs) != 1 {
+			t.Fatalf("log dirs %v", dirs)
+		}
+		st, err := os.Stat(filepath.Join(dirs[0], "worker.log"))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("worker.log: %v %v, want 0600", st, err)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.wait(t, 20*time.Second); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+		_, err = os.Stat(dirs[0])
+		if keep != (err == nil) {
+			t.Fatalf("keep %v: log dir after exit: %v", keep, err)
+		}
+	}
+}
