@@ -394,6 +394,7 @@ func (s *Server) admitError(w http.ResponseWriter, r *http.Request, err error, s
 		w.Header().Set("Retry-After", shutdownRetryAfter)
 		s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down")
 	default:
+		w.Header().Set("Retry-After", "1")
 		s.fail(w, http.StatusServiceUnavailable, "worker_unavailable", "%v", err)
 	}
 }
