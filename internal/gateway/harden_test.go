@@ -300,10 +300,15 @@ func TestConnectionCap(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// An answered request proves the connection holds a place.
+		fmt.Fprintf(c, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("within the cap: %v %v", resp, err)
+		}
+		resp.Body.Close()
 		held = append(held, c)
 	}
-	// Let the accept loop take both before the third arrives.
-	time.Sleep(100 * time.Millisecond)
 	line, _ := rawRequest(t, gw, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", "")
 	if !strings.Contains(line, " 503 ") {
 		t.Fatalf("past the cap: %q, want 503", line)

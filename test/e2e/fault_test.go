@@ -383,7 +383,7 @@ func TestFaultOverload3x(t *testing.T) {
 // immediate 503; afterwards the gateway serves normally. A body declared
 // too large is refused from its headers, by the gateway and by the worker.
 func TestFaultSlowBodyAndIdleConnections(t *testing.T) {
-	_, base := startServe(t, "--body-read-timeout", "2s", "--read-header-timeout", "2s", "--max-conns", "16", "--max-body-bytes", "4096")
+	_, base := startServe(t, "--body-read-timeout", "2s", "--read-header-timeout", "2s", "--idle-conn-timeout", "2s", "--max-conns", "16", "--max-body-bytes", "4096")
 	addr := strings.TrimPrefix(base, "http://")
 	type conn struct {
 		c    net.Conn
@@ -425,15 +425,38 @@ func TestFaultSlowBodyAndIdleConnections(t *testing.T) {
 		}()
 		slow = append(slow, conn{c, readLine(c)})
 	}
-	for range 4 {
+	for i := range 4 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		idle = append(idle, conn{c, readLine(c)})
+		if i < 2 { // silent: never sends a byte
+			idle = append(idle, conn{c, readLine(c)})
+			continue
+		}
+		// Keep-alive: one request answered, then idle. Its answer also
+		// proves that every connection dialled before it was accepted
+		// (one accept loop, in order): all 16 places are taken.
+		fmt.Fprintf(c, "GET /health HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		ch := make(chan string, 1)
+		go func() {
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, err := br.ReadByte(); err != nil {
+				ch <- "closed: " + err.Error()
+				return
+			}
+			ch <- "unexpected data"
+		}()
+		idle = append(idle, conn{c, ch})
 	}
-	time.Sleep(200 * time.Millisecond) // all 16 accepted
 	for range 3 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -452,7 +475,7 @@ func TestFaultSlowBodyAndIdleConnections(t *testing.T) {
 	}
 	for _, s := range idle {
 		if l := <-s.line; !strings.HasPrefix(l, "closed") {
-			t.Errorf("silent connection: %q, want closed", l)
+			t.Errorf("silent or idle connection: %q, want closed", l)
 		}
 	}
 	if code, _, b := get(t, base+"/health"); code != 200 {
