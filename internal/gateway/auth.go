@@ -164,8 +164,7 @@ func jsonContentType(r *http.Request) bool {
 	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
 
-// errUnauthorized and friends are the guard's refusals, as values; guard
-// turns each into one status.
+// The messages of the guard's two credential refusals (401).
 var (
 	errNoKey        = errors.New("missing or invalid API key: send 'Authorization: Bearer <key>'")
 	errNoAdminToken = errors.New("admin routes need 'Authorization: Bearer <admin token>'")

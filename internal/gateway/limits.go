@@ -79,7 +79,6 @@ type connLimiter struct {
 	net.Listener
 	max      int64
 	open     atomic.Int64
-	refused  atomic.Int64
 	plain    bool          // not TLS: a 503 can be written
 	refusing chan struct{} // bounds the goroutines answering refusals
 	onRefuse func()
@@ -111,7 +110,6 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		l.open.Add(-1)
-		l.refused.Add(1)
 		if l.onRefuse != nil {
 			l.onRefuse()
 		}

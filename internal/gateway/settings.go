@@ -129,9 +129,6 @@ func (k Knob) IsBool() bool { _, ok := k.ptr.(*bool); return ok }
 // or values separated by commas in the environment or the profile.
 func (k Knob) IsList() bool { _, ok := k.ptr.(*[]string); return ok }
 
-// Secret reports whether the knob's value must not be shown.
-func (k Knob) Secret() bool { return k.Key == "api_key" || k.Key == "admin_token" }
-
 // Knobs lists the settings bound to s.
 func (s *Settings) Knobs() []Knob {
 	return []Knob{
