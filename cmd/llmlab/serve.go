@@ -30,7 +30,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, k := range def.Knobs() {
 		v := &knobValue{isBool: k.IsBool(), list: k.IsList()}
 		vals[k.Key] = v
-		fs.Var(v, k.Flag(), fmt.Sprintf("%s (env %s; default %s)", k.Usage, k.Env(), k.Default()))
+		usage := fmt.Sprintf("%s (env %s; default %s)", k.Usage, k.Env(), k.Default())
+		if t := k.Type(); t != "" {
+			// flag's help shows a back-quoted word as the value's name.
+			usage = fmt.Sprintf("%s (`%s`; env %s; default %s)", k.Usage, t, k.Env(), k.Default())
+		}
+		fs.Var(v, k.Flag(), usage)
 	}
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llmlab serve [flags]\n\nOpenAI-compatible gateway with a scale-to-zero worker supervisor.\n\nFlags:")

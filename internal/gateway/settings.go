@@ -122,6 +122,23 @@ func (k Knob) Default() string {
 	return ""
 }
 
+// Type names the knob's kind of value for help text ("" for a switch).
+func (k Knob) Type() string {
+	switch k.ptr.(type) {
+	case *string:
+		return "string"
+	case *int, *int64:
+		return "int"
+	case *time.Duration:
+		return "duration"
+	case *float64:
+		return "float"
+	case *[]string:
+		return "list"
+	}
+	return ""
+}
+
 // IsBool reports whether the knob is a switch (--keep-logs).
 func (k Knob) IsBool() bool { _, ok := k.ptr.(*bool); return ok }
 
