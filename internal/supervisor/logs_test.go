@@ -1,9 +1,12 @@
 package supervisor
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -69,5 +72,32 @@ func TestKilledWorkerErrorNamesSignalNotLastLine(t *testing.T) {
 	waitState(t, s, Failed)
 	if got := s.Status().LastError; got != "worker killed by signal 9 (SIGKILL)" {
 		t.Fatalf("last error %q", got)
+	}
+}
+
+// A process that escapes the worker's group and keeps its output pipe
+// open delays neither the failure report nor Close.
+func TestEscapedGrandchildDoesNotBlock(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	s := newSup(t, "escape", func(c *Config) { c.Env = append(c.Env, "LLMLAB_FAKE_CHILD_PIDFILE="+pidFile) })
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	t0 := time.Now()
+	_, err := s.EnsureReady(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "RuntimeError: escaping") {
+		t.Fatalf("got %v, want the worker's error line", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > 8*time.Second {
+		t.Fatalf("failure and Close took %v", d)
 	}
 }

@@ -46,6 +46,19 @@ func fakeWorker(mode, port string) {
 		os.Exit(1)
 	case "hang":
 		select {}
+	case "escape":
+		// A grandchild in its own session keeps the output pipe open
+		// after the worker and its process group are gone.
+		c := exec.Command("sleep", "30")
+		c.Stdout, c.Stderr = os.Stdout, os.Stderr
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := c.Start(); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		_ = os.WriteFile(os.Getenv("LLMLAB_FAKE_CHILD_PIDFILE"), []byte(strconv.Itoa(c.Process.Pid)), 0o644)
+		fmt.Println("RuntimeError: escaping")
+		os.Exit(1)
 	case "chatty":
 		// 1.5 MiB of output: past a 1 MiB rotation size.
 		line := strings.Repeat("x", 1023) + "\n"

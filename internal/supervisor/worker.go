@@ -34,6 +34,7 @@ type worker struct {
 	// the copy of its output to the log has ended.
 	tail   *tailBuffer
 	copied chan struct{}
+	output *os.File // the pipe's read end
 	// abort ends the start-up probe early.
 	probeCtx context.Context
 	abort    context.CancelFunc
@@ -113,6 +114,7 @@ func (s *Supervisor) spawnLocked(w *worker, argv []string) error {
 		return &WorkerError{Reason: "could not start " + argv[0], Line: err.Error(), LogFile: w.logPath}
 	}
 	w.cmd = cmd
+	w.output = pr
 	// The copy ends when the worker and all of its process group have
 	// closed the pipe: wait() kills the group after the leader exits.
 	s.wg.Add(1)
@@ -120,7 +122,7 @@ func (s *Supervisor) spawnLocked(w *worker, argv []string) error {
 		defer s.wg.Done()
 		defer close(w.copied)
 		_, _ = io.Copy(sink, pr)
-		pr.Close()
+		_ = pr.Close() // a second close (after a timeout) is harmless
 	}()
 	return nil
 }
@@ -142,6 +144,10 @@ func (s *Supervisor) wait(w *worker) {
 	select {
 	case <-w.copied:
 	case <-time.After(2 * time.Second):
+		// Something outside the group (a daemonised grandchild) keeps
+		// the pipe open: stop reading it, so Close does not wait on it.
+		_ = w.output.Close()
+		<-w.copied
 	}
 	close(w.exited)
 	w.abort()
