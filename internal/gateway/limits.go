@@ -26,11 +26,9 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request) bool {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return true
 	}
-	// The deadline covers the body only: it is lifted as soon as the body
-	// has been read, because net/http keeps reading the connection in the
-	// background while the handler runs (to notice a client that leaves),
-	// and a read deadline expiring then would cancel a request that is
-	// merely held for a cold start or streaming.
+	// The deadline covers the body only and is lifted once the body is
+	// in: what follows (a hold for a cold start, a stream) has bounds of
+	// its own.
 	rc := http.NewResponseController(w)
 	if err := rc.SetReadDeadline(time.Now().Add(s.set.BodyReadTimeout)); err != nil {
 		return true // not a net/http connection (tests with a recorder)

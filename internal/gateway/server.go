@@ -196,10 +196,11 @@ func (s *Server) Supervisor() *supervisor.Supervisor { return s.sup }
 // lets in-flight requests finish within ShutdownTimeout, stops the worker
 // and returns nil on a clean shutdown.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	// No ReadTimeout or WriteTimeout: both would also bound requests
-	// held for a cold start and streams. The body gets its own deadline
-	// (limitBody), plain answers theirs (relayPlain), stream events
-	// theirs (armWrite).
+	// No WriteTimeout: it counts from the request's arrival, so it would
+	// cut requests held through a cold start; plain answers get their
+	// deadline when they start (relayPlain), stream events each theirs
+	// (armWrite). No ReadTimeout: headers and body have separate bounds
+	// (ReadHeaderTimeout, and limitBody's, which answers 408).
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.set.ReadHeaderTimeout,
