@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -48,6 +49,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		findMax      = fs.Bool("find-max", false, "search for the highest rate meeting the SLO")
 		steps        = fs.Int("find-max-steps", 8, "most runs of the --find-max search")
 		stepDur      = fs.Duration("step-duration", 60*time.Second, "duration of each --find-max run")
+		apiKey       = fs.String("api-key", os.Getenv("LLMLAB_API_KEY"), "API key sent as 'Authorization: Bearer <key>' (env LLMLAB_API_KEY; default none)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llmlab bench [flags]\n\nOpen-loop load generator: sends the scenario's requests at --rate and reports\nlatency from each request's scheduled send time. Flags:")
@@ -134,6 +136,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxConcurrency: *maxConc, Timeout: *timeout, SLO: spec, Profile: *profileName,
 		LagThreshold: *lagThreshold,
 	}
+	if *apiKey != "" {
+		tr := bench.NewTransport()
+		defer tr.CloseIdleConnections()
+		cfg.Client = &http.Client{Transport: bearerTransport{key: *apiKey, base: tr}}
+	}
 	if f, ok := stderr.(*os.File); ok && !*quiet && term.IsTerminal(int(f.Fd())) {
 		cfg.Progress = stderr
 		if w, _, err := term.GetSize(int(f.Fd())); err == nil {
@@ -199,4 +206,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "\nrun file: %s\n", path)
 	}
 	return runErr
+}
+
+// bearerTransport adds the API key to every request of the bench client.
+type bearerTransport struct {
+	key  string
+	base http.RoundTripper
+}
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.key)
+	return b.base.RoundTrip(r)
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/llmlab/llmlab/internal/gateway"
 	"github.com/llmlab/llmlab/internal/observability"
@@ -22,12 +23,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("llmlab serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	profileName := fs.String("profile", "", "model profile: an embedded name ("+joinNames()+") or a YAML file (env LLMLAB_PROFILE; default "+profile.DefaultName+")")
-	// Every knob is a string flag parsed by Settings.Set, so flags,
+	// Every knob's flag keeps its raw text for Settings.Set, so flags,
 	// environment and profile share one parser and one precedence rule.
 	def := gateway.Defaults()
-	vals := map[string]*string{}
+	vals := map[string]*knobValue{}
 	for _, k := range def.Knobs() {
-		vals[k.Key] = fs.String(k.Flag(), "", fmt.Sprintf("%s (env %s; default %s)", k.Usage, k.Env(), k.Default()))
+		v := &knobValue{isBool: k.IsBool(), list: k.IsList()}
+		vals[k.Key] = v
+		usage := fmt.Sprintf("%s (env %s; default %s)", k.Usage, k.Env(), k.Default())
+		if t := k.Type(); t != "" {
+			// flag's help shows a back-quoted word as the value's name.
+			usage = fmt.Sprintf("%s (`%s`; env %s; default %s)", k.Usage, t, k.Env(), k.Default())
+		}
+		fs.Var(v, k.Flag(), usage)
 	}
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llmlab serve [flags]\n\nOpenAI-compatible gateway with a scale-to-zero worker supervisor.\n\nFlags:")
@@ -62,7 +70,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Visit(func(f *flag.Flag) {
 		for _, k := range set.Knobs() {
 			if k.Flag() == f.Name {
-				if err := set.Set(k.Key, *vals[k.Key]); err != nil && flagErr == nil {
+				if err := set.Set(k.Key, strings.Join(vals[k.Key].vals, ",")); err != nil && flagErr == nil {
 					flagErr = fmt.Errorf("--%s: %w", f.Name, err)
 				}
 			}
@@ -84,15 +92,41 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	srv, err := gateway.New(set, prof, gateway.Options{Logger: log, Executable: exe})
 	if err != nil {
-		return err
+		// A profile or settings file that cannot be served is a usage
+		// error, found at start rather than on the first request.
+		return &exitError{code: 2, err: err}
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(set.Host, strconv.Itoa(set.Port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	fmt.Fprintf(stdout, "llmlab serve: listening on http://%s (profile %s, engine %s)\n", ln.Addr(), prof.Name, prof.Engine)
+	scheme := "http"
+	if set.TLSCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "llmlab serve: listening on %s://%s (profile %s, engine %s)\n", scheme, ln.Addr(), prof.Name, prof.Engine)
 	return srv.Run(ctx, ln)
 }
+
+// knobValue is a setting's flag: its raw text, repeatable for list knobs
+// (--api-key a --api-key b), a switch for bool knobs (--keep-logs).
+type knobValue struct {
+	vals         []string
+	isBool, list bool
+}
+
+func (v *knobValue) String() string { return "" }
+
+func (v *knobValue) Set(s string) error {
+	if v.list {
+		v.vals = append(v.vals, s)
+	} else {
+		v.vals = []string{s}
+	}
+	return nil
+}
+
+func (v *knobValue) IsBoolFlag() bool { return v.isBool }
 
 func joinNames() string {
 	s := ""

@@ -22,6 +22,10 @@ var errColdStartTimeout = errors.New("cold start timeout")
 // shutdown grace has passed.
 var errShutdown = errors.New("gateway is shutting down")
 
+// shutdownRetryAfter is the Retry-After of requests cut by a shutdown: a
+// restarted gateway (or another replica) can take them at once.
+const shutdownRetryAfter = "1"
+
 // withAbort returns r with a context that also ends, with cause
 // errShutdown, when the shutdown grace has passed.
 func (s *Server) withAbort(r *http.Request) (*http.Request, func()) {
@@ -118,6 +122,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, a *admission, path
 			return resp, true
 		}
 		if errors.Is(context.Cause(r.Context()), errShutdown) {
+			w.Header().Set("Retry-After", shutdownRetryAfter)
 			s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down; the request did not finish within the shutdown grace")
 			return nil, false
 		}
@@ -203,14 +208,15 @@ func (s *Server) clientFailed(err error, route string) {
 // a plain body, and keeps the write error apart from the worker's read
 // errors, which the copy returns the same way.
 type deadlineWriter struct {
-	s   *Server
-	w   io.Writer
-	rc  *http.ResponseController
-	err error
+	s     *Server
+	w     io.Writer
+	rc    *http.ResponseController
+	until time.Time // the whole answer's write deadline (write_timeout)
+	err   error
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
-	d.s.armWrite(d.rc)
+	d.arm()
 	n, err := d.w.Write(p)
 	if err != nil {
 		d.err = err
@@ -237,7 +243,11 @@ func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route st
 		s.metrics.Errors.WithLabelValues("upstream_status", fmt.Sprint(resp.StatusCode)).Inc()
 	}
 	rc := http.NewResponseController(w)
-	s.armWrite(rc) // WriteHeader may flush once the body is large
+	dw := &deadlineWriter{s: s, w: w, rc: rc}
+	if s.set.WriteTimeout > 0 {
+		dw.until = time.Now().Add(s.set.WriteTimeout)
+	}
+	dw.arm() // WriteHeader may flush once the body is large
 	w.WriteHeader(resp.StatusCode)
 	// A pooled reader copies in 32 KiB pieces, each write under its own
 	// deadline (io.Copy would use net/http's ReadFrom, with no way to
@@ -245,7 +255,6 @@ func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route st
 	br := s.readers.Get().(*bufio.Reader)
 	br.Reset(resp.Body)
 	defer func() { br.Reset(nil); s.readers.Put(br) }()
-	dw := &deadlineWriter{s: s, w: w, rc: rc}
 	if _, err := br.WriteTo(dw); dw.err != nil {
 		s.clientFailed(dw.err, route)
 	} else if err != nil {
@@ -334,7 +343,13 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 		s.metrics.Errors.WithLabelValues("stream_interrupted", "200").Inc()
 		s.log.Warn("worker stream broke", "route", route, "error", err)
 		sw := openai.NewSSEWriter(w)
-		_ = sw.WriteJSON(openai.NewError(http.StatusBadGateway, fmt.Sprintf("worker stream interrupted: %v", err)))
+		ev := openai.NewError(http.StatusBadGateway, fmt.Sprintf("worker stream interrupted: %v", err))
+		if errors.Is(err, errShutdown) {
+			// Not the worker's fault: the same request elsewhere, or
+			// here after a restart, would succeed.
+			ev = openai.NewError(http.StatusServiceUnavailable, fmt.Sprintf("stream ended: %v before it finished; retry after %s s", err, shutdownRetryAfter))
+		}
+		_ = sw.WriteJSON(ev)
 		_ = sw.WriteDone()
 		return
 	}

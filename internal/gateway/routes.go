@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ func (s *Server) routes() http.Handler {
 		"/v1/models":           {http.MethodGet, s.handleModels},
 		"/generate":            {http.MethodPost, s.handleGenerate},
 		"/health":              {http.MethodGet, s.handleHealth},
+		"/ready":               {http.MethodGet, s.handleReady},
 		"/status":              {http.MethodGet, s.handleStatus},
 		"/metrics":             {http.MethodGet, s.metrics.Handler().ServeHTTP},
 		"/admin/worker/start":  {http.MethodPost, s.handleAdminStart},
@@ -158,7 +160,11 @@ func (s *Server) status() statusBody {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.status())
+	b := s.status()
+	if !s.detailOK(r) {
+		redactStatus(&b)
+	}
+	writeJSON(w, http.StatusOK, b)
 }
 
 func (s *Server) handleAdminStart(w http.ResponseWriter, r *http.Request) {
@@ -193,6 +199,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			s.fail(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", s.set.MaxBodyBytes)
+			return nil, false
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.Header().Set("Connection", "close")
+			s.fail(w, http.StatusRequestTimeout, "body_timeout", "request body not received within body_read_timeout %s", s.set.BodyReadTimeout)
 			return nil, false
 		}
 		s.fail(w, http.StatusBadRequest, "bad_request", "reading request body: %v", err)
@@ -343,6 +354,7 @@ func (s *Server) admitError(w http.ResponseWriter, r *http.Request, err error, s
 		s.metrics.Errors.WithLabelValues("queue_full", "429").Inc()
 		openai.WriteRetryAfter(w, s.queueFullRetryAfter(), "queue full (%d waiting, %d in flight); retry later", s.disp.QueueCap(), s.disp.MaxInFlight())
 	case errors.Is(err, errShutdown):
+		w.Header().Set("Retry-After", shutdownRetryAfter)
 		s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down; no ready worker within the shutdown grace (%s)", stage)
 	case clientGone(r):
 		// The client left; nobody reads an answer. 499 as nginx counts it.
@@ -351,13 +363,16 @@ func (s *Server) admitError(w http.ResponseWriter, r *http.Request, err error, s
 	case errors.Is(err, errColdStartTimeout):
 		s.fail(w, http.StatusGatewayTimeout, "cold_start_timeout", "no ready worker within cold_start_timeout %s (%s; worker %s)", s.set.ColdStartTimeout, stage, s.sup.State())
 	case errors.As(err, &ue):
-		if ue.RetryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(int((ue.RetryAfter+time.Second-1)/time.Second)))
-		}
+		// At least a second: a start that failed while the request was
+		// held is retried at once by the next request, but not sooner
+		// than a start can fail again.
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int((ue.RetryAfter+time.Second-1)/time.Second))))
 		s.fail(w, http.StatusServiceUnavailable, "worker_unavailable", "%v", err)
 	case errors.Is(err, supervisor.ErrClosed):
+		w.Header().Set("Retry-After", shutdownRetryAfter)
 		s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down")
 	default:
+		w.Header().Set("Retry-After", "1")
 		s.fail(w, http.StatusServiceUnavailable, "worker_unavailable", "%v", err)
 	}
 }

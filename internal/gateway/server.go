@@ -7,6 +7,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,11 +15,13 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llmlab/llmlab/internal/observability"
 	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/queue"
+	"github.com/llmlab/llmlab/internal/sim/engine"
 	"github.com/llmlab/llmlab/internal/supervisor"
 )
 
@@ -39,6 +42,10 @@ type Server struct {
 	// passed, so each gets an explicit error before its connection closes.
 	abort    context.Context
 	abortNow context.CancelFunc
+	// access holds keys, admin token and origins (auth.go).
+	access *access
+	// draining is set once shutdown begins: /ready answers 503.
+	draining atomic.Bool
 }
 
 // Options are what New needs beyond settings and profile.
@@ -62,6 +69,19 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 	if maxInFlight == 0 {
 		maxInFlight = prof.EngineArgs.MaxNumSeqs
 	}
+	if err := checkProfile(prof); err != nil {
+		return nil, err
+	}
+	acc, err := newAccess(set)
+	if err != nil {
+		return nil, err
+	}
+	if set.TLSCert != "" {
+		// Fail at start, not on the first handshake.
+		if _, err := tls.LoadX509KeyPair(set.TLSCert, set.TLSKey); err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+	}
 	m := observability.NewMetrics(supervisor.StateNames())
 	cmd, err := workerCommand(prof, set, opt.Executable)
 	if err != nil {
@@ -71,6 +91,9 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 		Command:           cmd,
 		URL:               prof.URL,
 		LogDir:            set.LogDir,
+		KeepLogs:          set.KeepLogs,
+		LogMaxSizeMB:      set.LogMaxSizeMB,
+		LogMaxBackups:     set.LogMaxBackups,
 		StartupTimeout:    set.StartupTimeout,
 		IdleTimeout:       set.IdleTimeout,
 		DrainTimeout:      set.DrainTimeout,
@@ -89,6 +112,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 		log:     log,
 		sup:     sup,
 		metrics: m,
+		access:  acc,
 		started: time.Now(),
 		disp: queue.NewDispatcher(queue.NewMemory(set.QueueMax), maxInFlight, func(depth, inFlight int) {
 			m.QueueDepth.Set(float64(depth))
@@ -106,8 +130,24 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 	}
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, 32<<10) }
 	s.abort, s.abortNow = context.WithCancel(context.Background())
-	s.handler = s.routes()
+	s.handler = s.guard(s.routes())
 	return s, nil
+}
+
+// checkProfile refuses at start a sim profile whose GPU or model spec the
+// engine does not know; otherwise every worker start, on the first
+// request, would fail the same way.
+func checkProfile(p profile.Profile) error {
+	if p.Engine != profile.EngineSim {
+		return nil
+	}
+	if _, err := engine.LookupGPU(p.Sim.GPU); err != nil {
+		return fmt.Errorf("profile %s: sim.gpu: %w", p.Name, err)
+	}
+	if _, err := engine.LookupModel(p.Sim.ModelSpec); err != nil {
+		return fmt.Errorf("profile %s: sim.model_spec: %w", p.Name, err)
+	}
+	return nil
 }
 
 // workerCommand returns how to run the profile's worker, nil for external.
@@ -156,26 +196,44 @@ func (s *Server) Supervisor() *supervisor.Supervisor { return s.sup }
 // lets in-flight requests finish within ShutdownTimeout, stops the worker
 // and returns nil on a clean shutdown.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	// No WriteTimeout: it counts from the request's arrival, so it would
+	// cut requests held through a cold start; plain answers get their
+	// deadline when they start (relayPlain), stream events each theirs
+	// (armWrite). No ReadTimeout: headers and body have separate bounds
+	// (ReadHeaderTimeout, and limitBody's, which answers 408).
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.set.ReadHeaderTimeout,
+		IdleTimeout:       s.set.IdleConnTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	tlsOn := s.set.TLSCert != ""
+	ln = newConnLimiter(ln, s.set.MaxConns, !tlsOn, func() {
+		s.metrics.Errors.WithLabelValues("too_many_connections", "503").Inc()
+	})
 	supCtx, stopSup := context.WithCancel(context.Background())
 	supDone := make(chan struct{})
 	go func() { s.sup.Run(supCtx); close(supDone) }()
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() {
+		if tlsOn {
+			serveErr <- srv.ServeTLS(ln, s.set.TLSCert, s.set.TLSKey)
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
 	s.log.Info("gateway listening", "addr", ln.Addr().String(), "profile", s.prof.Name, "engine", s.prof.Engine,
 		"model", s.prof.ModelName(), "max_in_flight", s.disp.MaxInFlight(), "queue_max", s.disp.QueueCap(),
-		"idle_timeout", s.set.IdleTimeout.String())
+		"idle_timeout", s.set.IdleTimeout.String(), "tls", tlsOn, "max_conns", s.set.MaxConns)
+	s.logAccess()
 
 	var runErr error
 	select {
 	case err := <-serveErr:
 		runErr = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+		s.draining.Store(true)
 		s.log.Info("shutting down: no new connections, finishing in-flight requests", "grace", s.set.ShutdownTimeout.String())
 	}
 	shCtx, cancel := context.WithTimeout(context.Background(), s.set.ShutdownTimeout)
@@ -202,6 +260,27 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.Info("shutdown complete")
 	return runErr
+}
+
+// logAccess says at start-up who may call what.
+func (s *Server) logAccess() {
+	a := s.access
+	if len(a.keys) == 0 {
+		s.log.Info("no API key set: /v1/* and /generate are open to anyone who can reach the gateway")
+	} else {
+		s.log.Info("API key required on /v1/* and /generate", "keys", len(a.keys))
+	}
+	switch {
+	case a.admin != nil:
+		s.log.Info("admin token required on /admin/* and for worker details on /status")
+	case a.loopback:
+		s.log.Warn("no admin token: admin routes are open to local clients because the gateway listens on loopback only", "host", s.set.Host)
+	default:
+		s.log.Warn("no admin token: admin routes are disabled because the gateway listens beyond loopback", "host", s.set.Host)
+	}
+	if len(a.cors) > 0 {
+		s.log.Info("CORS allowed", "origins", s.set.CORSOrigins)
+	}
 }
 
 // Close stops the worker (draining leases until ctx is done) and releases

@@ -39,6 +39,22 @@ type Settings struct {
 	// WorkerStartupSeconds overrides the simulated worker's modelled load
 	// time (--startup-seconds); negative means the profile's or the sim's.
 	WorkerStartupSeconds float64
+
+	// Security and connection limits (docs/security.md).
+	APIKeys           []string // Bearer keys for /v1/* and /generate; none: open
+	APIKeyFile        string   // more keys, one per line
+	AdminToken        string   // Bearer token for /admin/* and /status details
+	CORSOrigins       []string // browser origins allowed on /v1/* and /generate
+	TLSCert           string
+	TLSKey            string
+	ReadHeaderTimeout time.Duration // headers of a request
+	BodyReadTimeout   time.Duration // body of a request, after its headers
+	IdleConnTimeout   time.Duration // keep-alive connection with no request
+	WriteTimeout      time.Duration // a whole non-streamed answer
+	MaxConns          int           // open client connections; 0: no cap
+	KeepLogs          bool          // keep a per-run log directory on exit
+	LogMaxSizeMB      int           // worker log size before rotation
+	LogMaxBackups     int           // rotated worker logs kept
 }
 
 // Defaults are the settings when nothing else is given.
@@ -59,6 +75,13 @@ func Defaults() Settings {
 		MaxRestartBackoff:    30 * time.Second,
 		LogLevel:             "info",
 		WorkerStartupSeconds: -1,
+		ReadHeaderTimeout:    10 * time.Second,
+		BodyReadTimeout:      30 * time.Second,
+		IdleConnTimeout:      120 * time.Second,
+		WriteTimeout:         60 * time.Second,
+		MaxConns:             1024,
+		LogMaxSizeMB:         50,
+		LogMaxBackups:        5,
 	}
 }
 
@@ -88,9 +111,40 @@ func (k Knob) Default() string {
 		return p.String()
 	case *float64:
 		return strconv.FormatFloat(*p, 'g', -1, 64)
+	case *bool:
+		return strconv.FormatBool(*p)
+	case *[]string:
+		if len(*p) == 0 {
+			return "none"
+		}
+		return strconv.Itoa(len(*p)) + " given"
 	}
 	return ""
 }
+
+// Type names the knob's kind of value for help text ("" for a switch).
+func (k Knob) Type() string {
+	switch k.ptr.(type) {
+	case *string:
+		return "string"
+	case *int, *int64:
+		return "int"
+	case *time.Duration:
+		return "duration"
+	case *float64:
+		return "float"
+	case *[]string:
+		return "list"
+	}
+	return ""
+}
+
+// IsBool reports whether the knob is a switch (--keep-logs).
+func (k Knob) IsBool() bool { _, ok := k.ptr.(*bool); return ok }
+
+// IsList reports whether the knob takes several values: a repeated flag,
+// or values separated by commas in the environment or the profile.
+func (k Knob) IsList() bool { _, ok := k.ptr.(*[]string); return ok }
 
 // Knobs lists the settings bound to s.
 func (s *Settings) Knobs() []Knob {
@@ -112,6 +166,20 @@ func (s *Settings) Knobs() []Knob {
 		{"log_dir", "directory for worker log files (default: a temporary directory)", &s.LogDir},
 		{"log_level", "debug, info, warn or error", &s.LogLevel},
 		{"worker_startup_seconds", "sim engine only: modelled worker load time, passed as --startup-seconds (negative: the profile's)", &s.WorkerStartupSeconds},
+		{"api_key", "key clients must send as 'Authorization: Bearer <key>' on /v1/* and /generate; repeat the flag (or separate with commas) for several keys (none: no key needed)", &s.APIKeys},
+		{"api_key_file", "file with more API keys, one per line (# starts a comment)", &s.APIKeyFile},
+		{"admin_token", "token for /admin/* and the worker details of /status, sent as 'Authorization: Bearer <token>' (empty: admin routes open only when listening on loopback)", &s.AdminToken},
+		{"cors_origin", "browser origin (scheme://host[:port]) allowed to call /v1/* and /generate cross-site; repeatable (none: no CORS preflight is answered)", &s.CORSOrigins},
+		{"tls_cert", "TLS certificate file (PEM); with tls_key, serve HTTPS", &s.TLSCert},
+		{"tls_key", "TLS private key file (PEM)", &s.TLSKey},
+		{"read_header_timeout", "longest a client may take to send a request's headers", &s.ReadHeaderTimeout},
+		{"body_read_timeout", "longest a client may take to send a request's body, after its headers; past it 408", &s.BodyReadTimeout},
+		{"idle_conn_timeout", "keep-alive connections with no request for this long are closed", &s.IdleConnTimeout},
+		{"write_timeout", "longest the writing of a whole non-streamed answer may take (streams are bounded per event by stream_write_timeout)", &s.WriteTimeout},
+		{"max_conns", "most open client connections; a connection past it gets an immediate 503 and is closed (0: no cap)", &s.MaxConns},
+		{"keep_logs", "keep the per-run worker log directory on exit (it is removed when log_dir is not given)", &s.KeepLogs},
+		{"log_max_size_mb", "worker log size in MiB before it is rotated", &s.LogMaxSizeMB},
+		{"log_max_backups", "rotated worker log files kept", &s.LogMaxBackups},
 	}
 }
 
@@ -137,6 +205,10 @@ func (s *Settings) Set(key, value string) error {
 			}
 		case *time.Duration:
 			*p, err = parseDuration(value)
+		case *bool:
+			*p, err = strconv.ParseBool(value)
+		case *[]string:
+			*p = splitList(value)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
@@ -144,6 +216,17 @@ func (s *Settings) Set(key, value string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown setting %q", key)
+}
+
+// splitList splits a comma-separated value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func parseDuration(v string) (time.Duration, error) {
@@ -179,6 +262,14 @@ func (s *Settings) ApplyProfile(n yaml.Node) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		v := m[k]
+		if v.Kind == yaml.SequenceNode {
+			// A list knob (api_key, cors_origin) may be a YAML list.
+			var items []string
+			if err := v.Decode(&items); err != nil {
+				return fmt.Errorf("profile gateway.%s: %w", k, err)
+			}
+			v = yaml.Node{Kind: yaml.ScalarNode, Value: strings.Join(items, ",")}
+		}
 		if v.Kind != yaml.ScalarNode {
 			return fmt.Errorf("profile gateway.%s: want a scalar value", k)
 		}
@@ -226,6 +317,28 @@ func (s *Settings) Validate() error {
 	}
 	if s.StreamWriteTimeout < 0 {
 		errs = append(errs, errors.New("stream_write_timeout must be >= 0"))
+	}
+	for _, d := range []struct {
+		k string
+		v time.Duration
+	}{{"read_header_timeout", s.ReadHeaderTimeout}, {"body_read_timeout", s.BodyReadTimeout}, {"idle_conn_timeout", s.IdleConnTimeout}, {"write_timeout", s.WriteTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be > 0", d.k))
+		}
+	}
+	if s.MaxConns < 0 {
+		errs = append(errs, errors.New("max_conns must be >= 0 (0: no cap)"))
+	}
+	if s.LogMaxSizeMB <= 0 || s.LogMaxBackups < 0 {
+		errs = append(errs, errors.New("log_max_size_mb must be > 0 and log_max_backups >= 0"))
+	}
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		errs = append(errs, errors.New("tls_cert and tls_key go together"))
+	}
+	for _, o := range s.CORSOrigins {
+		if err := checkOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("cors_origin: %w", err))
+		}
 	}
 	// The supervisor would silently replace a non-positive back-off with its
 	// default; say so instead of ignoring what was asked.

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -70,9 +69,13 @@ type Config struct {
 	Host string
 	// Env is appended to the supervisor's environment for the worker.
 	Env []string
-	// LogDir receives one log file per worker process (default: a new
-	// temporary directory).
-	LogDir string
+	// LogDir receives worker.log, the output of every worker process
+	// (default: a new temporary directory, removed by Close unless
+	// KeepLogs). See logs.go.
+	LogDir        string
+	KeepLogs      bool
+	LogMaxSizeMB  int // size before rotation (default 50)
+	LogMaxBackups int // rotated files kept
 	// StartupTimeout bounds STARTING (default 5m).
 	StartupTimeout time.Duration
 	// IdleTimeout stops a READY worker that had nothing queued or in flight
@@ -110,6 +113,9 @@ func (c *Config) fill() {
 	def(&c.RestartBackoff, time.Second)
 	def(&c.MaxRestartBackoff, 30*time.Second)
 	def(&c.HealthInterval, 15*time.Millisecond)
+	if c.LogMaxSizeMB <= 0 {
+		c.LogMaxSizeMB = 50
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -163,6 +169,7 @@ type Supervisor struct {
 	cfg    Config
 	log    *slog.Logger
 	health *http.Client
+	logs   *workerLogs // nil for an external worker
 
 	wg sync.WaitGroup // worker goroutines
 
@@ -196,19 +203,16 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Command == nil && cfg.URL == "" {
 		return nil, errors.New("supervisor: need a worker command or an external URL")
 	}
-	if cfg.Command != nil && cfg.LogDir == "" {
-		dir, err := os.MkdirTemp("", "llmlab-worker-")
-		if err != nil {
-			return nil, fmt.Errorf("supervisor: log dir: %w", err)
+	var logs *workerLogs
+	if cfg.Command != nil {
+		var err error
+		if logs, err = openWorkerLogs(cfg); err != nil {
+			return nil, err
 		}
-		cfg.LogDir = dir
-	}
-	if cfg.LogDir != "" {
-		if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
-			return nil, fmt.Errorf("supervisor: log dir: %w", err)
-		}
+		cfg.Logger.Info("worker logs", "file", logs.path, "removed_on_exit", logs.owned && !logs.keep)
 	}
 	s := &Supervisor{
+		logs:    logs,
 		cfg:     cfg,
 		log:     cfg.Logger,
 		health:  &http.Client{Timeout: 2 * time.Second},
@@ -397,6 +401,11 @@ func (s *Supervisor) Close(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	if s.logs != nil {
+		if lerr := s.logs.close(); lerr != nil {
+			s.log.Warn("worker logs", "error", lerr)
+		}
+	}
 	return err
 }
 

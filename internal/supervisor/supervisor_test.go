@@ -28,8 +28,13 @@ func TestMain(m *testing.M) {
 		fakeWorker(mode, os.Args[len(os.Args)-1])
 		return
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, lumberjackMill)
 }
+
+// lumberjackMill: lumberjack v2.2.1 starts one idle goroutine per Logger
+// (for rotated-file clean-up) that Close does not stop
+// (natefinch/lumberjack issue 56); one per supervisor is bounded.
+var lumberjackMill = goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun")
 
 func fakeWorker(mode, port string) {
 	switch mode {
@@ -41,6 +46,25 @@ func fakeWorker(mode, port string) {
 		os.Exit(1)
 	case "hang":
 		select {}
+	case "escape":
+		// A grandchild in its own session keeps the output pipe open
+		// after the worker and its process group are gone.
+		c := exec.Command("sleep", "30")
+		c.Stdout, c.Stderr = os.Stdout, os.Stderr
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := c.Start(); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		_ = os.WriteFile(os.Getenv("LLMLAB_FAKE_CHILD_PIDFILE"), []byte(strconv.Itoa(c.Process.Pid)), 0o644)
+		fmt.Println("RuntimeError: escaping")
+		os.Exit(1)
+	case "chatty":
+		// 1.5 MiB of output: past a 1 MiB rotation size.
+		line := strings.Repeat("x", 1023) + "\n"
+		for range 1536 {
+			fmt.Print(line)
+		}
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 	case "child":
@@ -172,7 +196,7 @@ func TestCrashDetectedAndRestartedOnDemand(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, s, Failed)
-	if st := s.Status(); !strings.Contains(st.LastError, "signal killed") {
+	if st := s.Status(); st.LastError != "worker killed by signal 9 (SIGKILL)" {
 		t.Fatalf("last error %q should name the signal", st.LastError)
 	}
 	// The first retry is immediate.
@@ -308,11 +332,16 @@ func TestBackoffSchedule(t *testing.T) {
 }
 
 func TestErrorLine(t *testing.T) {
-	got := errorLine([]string{"INFO a", `{"level":"ERROR","msg":"startup failed","error":"No available memory"}`, "bye"})
+	got := errorLine([]string{"INFO a", `{"level":"ERROR","msg":"startup failed","error":"No available memory"}`, "bye"}, true)
 	if got != "startup failed: No available memory" {
 		t.Fatalf("got %q", got)
 	}
-	if got := errorLine([]string{"a", "b"}); got != "b" {
+	if got := errorLine([]string{"a", "b"}, true); got != "b" {
+		t.Fatalf("got %q", got)
+	}
+	// A worker killed by a signal was cut off: its last ordinary line
+	// explains nothing and is not quoted as the error.
+	if got := errorLine([]string{"INFO Starting vLLM API server on http://127.0.0.1:8000"}, false); got != "" {
 		t.Fatalf("got %q", got)
 	}
 }

@@ -1,17 +1,12 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,6 +30,11 @@ type worker struct {
 	exited   chan struct{}
 	reported chan struct{}
 	exitErr  error
+	// tail holds the end of the worker's output; copied is closed when
+	// the copy of its output to the log has ended.
+	tail   *tailBuffer
+	copied chan struct{}
+	output *os.File // the pipe's read end
 	// abort ends the start-up probe early.
 	probeCtx context.Context
 	abort    context.CancelFunc
@@ -77,7 +77,7 @@ func (s *Supervisor) startLocked(cause string) {
 	}
 	w.url = "http://" + net.JoinHostPort(s.cfg.Host, strconv.Itoa(port))
 	argv := s.cfg.Command(s.cfg.Host, port)
-	w.logPath = filepath.Join(s.cfg.LogDir, fmt.Sprintf("worker-%s-%d.log", w.started.UTC().Format("20060102T150405"), s.starts))
+	w.logPath = s.logs.path
 	if err := s.spawnLocked(w, argv); err != nil {
 		w.abort()
 		s.failLocked(w, err, "start failed")
@@ -91,23 +91,39 @@ func (s *Supervisor) startLocked(cause string) {
 }
 
 // spawnLocked starts the process in its own process group with its output
-// going to a log file. fork+exec takes about a millisecond, so doing it under
-// the lock keeps the state machine simple.
+// going, through a pipe, to the rotated log and the worker's tail.
+// fork+exec takes about a millisecond, so doing it under the lock keeps the
+// state machine simple.
 func (s *Supervisor) spawnLocked(w *worker, argv []string) error {
-	f, err := os.OpenFile(w.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	pr, pw, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("open worker log: %w", err)
+		return fmt.Errorf("worker output pipe: %w", err)
 	}
-	defer f.Close() // the child has its own copy of the descriptor
-	fmt.Fprintf(f, "# llmlab supervisor: %s\n", strings.Join(argv, " "))
+	w.tail = newTailBuffer(64 << 10)
+	w.copied = make(chan struct{})
+	sink := s.logs.sink(w.tail)
+	fmt.Fprintf(sink, "# llmlab supervisor: start %d at %s: %s\n", s.starts, w.started.UTC().Format(time.RFC3339), strings.Join(argv, " "))
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.Env = append(os.Environ(), s.cfg.Env...)
 	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	pw.Close() // the child has its own copy; the copy ends when all copies close
+	if err != nil {
+		pr.Close()
 		return &WorkerError{Reason: "could not start " + argv[0], Line: err.Error(), LogFile: w.logPath}
 	}
 	w.cmd = cmd
+	w.output = pr
+	// The copy ends when the worker and all of its process group have
+	// closed the pipe: wait() kills the group after the leader exits.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(w.copied)
+		_, _ = io.Copy(sink, pr)
+		_ = pr.Close() // a second close (after a timeout) is harmless
+	}()
 	return nil
 }
 
@@ -122,6 +138,17 @@ func (s *Supervisor) wait(w *worker) {
 	// be reused while any member is alive, so this reaches only them.
 	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
 	w.exitErr = err
+	// The worker's last words are in the pipe: let the copy finish (the
+	// group is dead, so it ends at once unless a process escaped the
+	// group and holds the pipe open).
+	select {
+	case <-w.copied:
+	case <-time.After(2 * time.Second):
+		// Something outside the group (a daemonised grandchild) keeps
+		// the pipe open: stop reading it, so Close does not wait on it.
+		_ = w.output.Close()
+		<-w.copied
+	}
 	close(w.exited)
 	w.abort()
 
@@ -131,7 +158,7 @@ func (s *Supervisor) wait(w *worker) {
 	if s.cur != w {
 		return // already failed (start-up timeout) and replaced
 	}
-	status := exitStatus(w.cmd.ProcessState)
+	status := describeExit(w.cmd.ProcessState)
 	if w.stopping {
 		s.cur = nil
 		s.failures = 0
@@ -142,66 +169,11 @@ func (s *Supervisor) wait(w *worker) {
 		s.startPendingLocked()
 		return
 	}
-	reason := "worker exited with " + status
+	reason := "worker " + status
 	if s.state == Starting {
-		reason = "worker exited during start-up with " + status
+		reason += " during start-up"
 	}
-	s.failLocked(w, tailError(reason, w.logPath), "worker exited unexpectedly")
-}
-
-// probe polls /health until 200 (READY), the process exits, or the start-up
-// timeout passes. Connection refused means "still loading", as with vLLM.
-func (s *Supervisor) probe(w *worker) {
-	defer s.wg.Done()
-	t := time.NewTicker(s.cfg.HealthInterval)
-	defer t.Stop()
-	for {
-		if s.healthy(w.probeCtx, w.url) {
-			s.mu.Lock()
-			if s.cur == w && s.state == Starting && !w.stopping {
-				w.readyAt = time.Now()
-				d := w.readyAt.Sub(w.started)
-				s.coldStart, s.coldAt = d, w.readyAt
-				s.lastActive = w.readyAt
-				if m := s.cfg.Metrics; m != nil {
-					m.ColdStart.Observe(d.Seconds())
-				}
-				s.setStateLocked(Ready, "health check passed", "cold_start", d.Round(time.Millisecond).String())
-			}
-			s.mu.Unlock()
-			w.abort()
-			return
-		}
-		select {
-		case <-t.C:
-			continue
-		case <-w.exited:
-			return // wait() reports it
-		case <-w.probeCtx.Done():
-		}
-		s.mu.Lock()
-		if s.cur == w && s.state == Starting && !w.stopping && errors.Is(w.probeCtx.Err(), context.DeadlineExceeded) {
-			// Start-up timeout: kill it; wait() will find it replaced.
-			w.kill()
-			s.failLocked(w, tailError(fmt.Sprintf("worker not healthy within start-up timeout %s", s.cfg.StartupTimeout), w.logPath), "start-up timeout")
-		}
-		s.mu.Unlock()
-		return
-	}
-}
-
-func (s *Supervisor) healthy(ctx context.Context, url string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := s.health.Do(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	s.failLocked(w, workerError(reason, w.tail, w.logPath, !killedBySignal(w.cmd.ProcessState)), "worker exited unexpectedly")
 }
 
 // drain waits until no lease is held (or DrainTimeout), then terminates.
@@ -259,16 +231,6 @@ func (s *Supervisor) terminate(w *worker) {
 	}
 }
 
-func exitStatus(ps *os.ProcessState) string {
-	if ps == nil {
-		return "unknown status"
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return "signal " + ws.Signal().String()
-	}
-	return "exit status " + strconv.Itoa(ps.ExitCode())
-}
-
 func freePort(host string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -276,92 +238,4 @@ func freePort(host string) (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// WorkerError is a worker failure with the worker's own last error line
-// (e.g. vLLM's "ValueError: No available memory for the cache blocks …").
-type WorkerError struct {
-	Reason  string   // what the supervisor saw: exit status, timeout
-	Line    string   // the worker's last error line, if any
-	Tail    []string // the last lines of its log
-	LogFile string
-}
-
-func (e *WorkerError) Error() string {
-	if e.Line == "" {
-		return e.Reason
-	}
-	return e.Reason + ": " + e.Line
-}
-
-const tailLines = 20
-
-// tailError reads the end of the worker's log and builds a WorkerError.
-func tailError(reason, path string) *WorkerError {
-	e := &WorkerError{Reason: reason, LogFile: path}
-	e.Tail = readTail(path, 64<<10, tailLines)
-	e.Line = errorLine(e.Tail)
-	return e
-}
-
-func readTail(path string, maxBytes int64, n int) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil
-	}
-	off := max(0, st.Size()-maxBytes)
-	b := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
-		return nil
-	}
-	var lines []string
-	for l := range bytes.Lines(b) {
-		l = bytes.TrimSpace(l)
-		if len(l) > 0 && !bytes.HasPrefix(l, []byte("# llmlab supervisor:")) {
-			lines = append(lines, string(l))
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return lines
-}
-
-// errorLine picks the line that best explains a failure: the last one that
-// mentions an error, else the last line. JSON log lines are reduced to their
-// message and error fields.
-func errorLine(lines []string) string {
-	pick := ""
-	for _, l := range lines {
-		if strings.Contains(strings.ToLower(l), "error") {
-			pick = l
-		}
-	}
-	if pick == "" && len(lines) > 0 {
-		pick = lines[len(lines)-1]
-	}
-	if strings.HasPrefix(pick, "{") {
-		var m map[string]any
-		if json.Unmarshal([]byte(pick), &m) == nil {
-			parts := []string{}
-			for _, k := range []string{"msg", "error", "err"} {
-				if v, ok := m[k].(string); ok && v != "" {
-					parts = append(parts, v)
-				}
-			}
-			if len(parts) > 0 {
-				pick = strings.Join(parts, ": ")
-			}
-		}
-	}
-	const maxLen = 500
-	if len(pick) > maxLen {
-		pick = pick[:maxLen] + "…"
-	}
-	return pick
 }

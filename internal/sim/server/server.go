@@ -72,6 +72,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/openai"
 	"github.com/llmlab/llmlab/internal/sim/engine"
 )
 
@@ -165,7 +166,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopLoop()
 	go s.loop.run(loopCtx)
 
-	srv := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: refuseDeclaredLarge(s.handler()), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info(fmt.Sprintf("Starting vLLM API server on http://%s", ln.Addr()))
@@ -245,3 +246,17 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// refuseDeclaredLarge answers 413 from the headers when a request declares
+// a body over maxBodyBytes, without waiting for the body (a client that
+// declares 50 MB and sends it slowly would otherwise hold a connection).
+func refuseDeclaredLarge(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxBodyBytes {
+			w.Header().Set("Connection", "close")
+			openai.WriteErrorBody(w, *errorf(http.StatusRequestEntityTooLarge, "Request body too large: the limit is %d bytes.", maxBodyBytes))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
