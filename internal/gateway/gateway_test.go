@@ -23,7 +23,12 @@ import (
 	"github.com/llmlab/llmlab/internal/profile"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for leaked goroutines. Each supervisor's rotated worker log
+// (lumberjack v2.2.1) keeps one mill goroutine that Close never stops
+// (natefinch/lumberjack#56); see the supervisor package's TestMain.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun"))
+}
 
 // fakeWorker is a vLLM-shaped worker with knobs for the cases under test.
 type fakeWorker struct {
