@@ -39,6 +39,11 @@ type Settings struct {
 	// WorkerStartupSeconds overrides the simulated worker's modelled load
 	// time (--startup-seconds); negative means the profile's or the sim's.
 	WorkerStartupSeconds float64
+	// WorkerHost and WorkerPort say where a managed worker listens; port 0
+	// picks a free port at every start. A fixed port gives Prometheus a
+	// scrape target for the worker's own metrics.
+	WorkerHost string
+	WorkerPort int
 }
 
 // Defaults are the settings when nothing else is given.
@@ -59,6 +64,7 @@ func Defaults() Settings {
 		MaxRestartBackoff:    30 * time.Second,
 		LogLevel:             "info",
 		WorkerStartupSeconds: -1,
+		WorkerHost:           "127.0.0.1",
 	}
 }
 
@@ -111,6 +117,8 @@ func (s *Settings) Knobs() []Knob {
 		{"max_restart_backoff", "cap of the restart back-off", &s.MaxRestartBackoff},
 		{"log_dir", "directory for worker log files (default: a temporary directory)", &s.LogDir},
 		{"log_level", "debug, info, warn or error", &s.LogLevel},
+		{"worker_host", "address a managed worker (sim or vllm) listens on and is reached at", &s.WorkerHost},
+		{"worker_port", "port of a managed worker, fixed so Prometheus can scrape its /metrics (0: a free port at every start)", &s.WorkerPort},
 		{"worker_startup_seconds", "sim engine only: modelled worker load time, passed as --startup-seconds (negative: the profile's)", &s.WorkerStartupSeconds},
 	}
 }
@@ -206,6 +214,14 @@ func (s *Settings) Validate() error {
 	var errs []error
 	if s.Port < 0 || s.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port %d out of range", s.Port))
+	}
+	if s.WorkerPort < 0 || s.WorkerPort > 65535 {
+		errs = append(errs, fmt.Errorf("worker_port %d out of range", s.WorkerPort))
+	} else if s.WorkerPort != 0 && s.WorkerPort == s.Port && s.WorkerHost == s.Host {
+		errs = append(errs, fmt.Errorf("worker_port %d is the gateway's own port", s.WorkerPort))
+	}
+	if s.WorkerHost == "" {
+		errs = append(errs, errors.New("worker_host must not be empty"))
 	}
 	if s.QueueMax < 0 || s.MaxInFlight < 0 {
 		errs = append(errs, errors.New("queue_max and max_in_flight must be >= 0"))
