@@ -21,7 +21,7 @@ type Metrics struct {
 	// above run into (queue_max, max_in_flight), for saturation ratios.
 	QueueCapacity    prometheus.Gauge
 	InFlightCapacity prometheus.Gauge
-	QueueWait  prometheus.Histogram
+	QueueWait        prometheus.Histogram
 	// Latency is by route and outcome (see Outcome): a refused request is
 	// answered in microseconds, and counting it with the answered ones
 	// would lower the quantiles exactly when the SLO breaks.
