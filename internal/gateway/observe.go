@@ -40,6 +40,15 @@ func newObservatory(m *observability.Metrics, obj *slo.Objective) (*observatory,
 		o.objective = spec.SLO
 	}
 	m.SetSLO(o.objective.P95E2ESeconds, o.objective.MaxErrorRate)
+	// The series the SLO rules divide exist from the start, at 0: a
+	// ratio is then 0 rather than absent before the first error, and the
+	// first error is not lost to rate() (a series born at 1 shows no
+	// increase).
+	for r := range inferenceRoutes {
+		for _, out := range []string{observability.OutcomeOK, observability.OutcomeRejected, observability.OutcomeError} {
+			m.Latency.WithLabelValues(r, out)
+		}
+	}
 	return o, nil
 }
 
