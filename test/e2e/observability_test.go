@@ -199,9 +199,9 @@ func TestObservabilityEveryQueryReturnsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	exprs := map[string]string{
-		`up{job="llmlab-worker"} == 1`:          "the worker's scrape target",
-		`up{job="llmlab-gateway"} == 1`:         "the gateway's scrape target",
-		`llmlab_build_info{version!=""} == 1`:   "build info",
+		`up{job="llmlab-worker"} == 1`:                                  "the worker's scrape target",
+		`up{job="llmlab-gateway"} == 1`:                                 "the gateway's scrape target",
+		`llmlab_build_info{version!=""} == 1`:                           "build info",
 		`vllm:num_requests_running{model_name="qwen2.5-0.5b-instruct"}`: "worker metrics with vLLM's labels",
 	}
 	for _, q := range qs {

@@ -47,7 +47,9 @@ func thresholds(steps ...dashboard.Threshold) *dashboard.ThresholdsConfigBuilder
 	return dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).Steps(steps)
 }
 
-func step(v *float64, color string) dashboard.Threshold { return dashboard.Threshold{Value: v, Color: color} }
+func step(v *float64, color string) dashboard.Threshold {
+	return dashboard.Threshold{Value: v, Color: color}
+}
 
 func series(title, unit string, w uint32, qs ...query) *timeseries.PanelBuilder {
 	return timeseries.NewPanelBuilder().Title(title).Unit(unit).Span(w).Height(8).
