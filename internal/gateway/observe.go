@@ -17,8 +17,12 @@ var inferenceRoutes = map[string]bool{
 	"/v1/completions": true, "/v1/chat/completions": true, "/generate": true,
 }
 
-// recentSpan is the status page's window for rates and quantiles.
-const recentSpan = time.Minute
+// The status page's windows: a minute for quantiles and the error ratio,
+// ten seconds for rates, so they follow the load.
+const (
+	recentSpan     = time.Minute
+	recentRateSpan = 10 * time.Second
+)
 
 // observatory keeps what the status page shows beyond /status's counters:
 // the latest requests and the objective they are judged by.
@@ -29,7 +33,7 @@ type observatory struct {
 }
 
 func newObservatory(m *observability.Metrics, obj *slo.Objective) (*observatory, error) {
-	o := &observatory{recent: observability.NewWindow(1<<16, recentSpan), started: time.Now()}
+	o := &observatory{recent: observability.NewWindow(1<<16, recentSpan, recentRateSpan), started: time.Now()}
 	if obj != nil {
 		o.objective = *obj
 	} else {

@@ -5,7 +5,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -34,5 +37,123 @@ func TestMetricsExposition(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+func TestOutcome(t *testing.T) {
+	for code, want := range map[int]string{200: OutcomeOK, 429: OutcomeRejected, 499: OutcomeCanceled, 400: OutcomeClientError, 404: OutcomeClientError, 503: OutcomeError, 504: OutcomeError, 502: OutcomeError} {
+		if got := Outcome(code); got != want {
+			t.Errorf("Outcome(%d) = %s, want %s", code, got, want)
+		}
+	}
+}
+
+func TestWorkerTransitionMetrics(t *testing.T) {
+	states := []string{"STOPPED", "STARTING", "READY", "DRAINING", "FAILED"}
+	m := NewMetrics(states)
+	m.WorkerTransition("STOPPED", "STARTING", 0, states)
+	m.WorkerTransition("STARTING", "READY", 1500*time.Millisecond, states)
+	m.WorkerTransition("READY", "FAILED", 0, states)
+	m.WorkerTransition("FAILED", "STARTING", 0, states)
+	m.WorkerTransition("STARTING", "READY", 500*time.Millisecond, states)
+	m.WorkerTransition("READY", "DRAINING", 0, states)
+	m.WorkerTransition("DRAINING", "STOPPED", 0, states)
+	for name, want := range map[string]float64{
+		"llmlab_worker_starts_total": 2, "llmlab_worker_crashes_total": 1, "llmlab_worker_stops_total": 1,
+	} {
+		if got := testutil.ToFloat64(map[string]prometheus.Collector{
+			"llmlab_worker_starts_total": m.WorkerStarts, "llmlab_worker_crashes_total": m.WorkerCrashes, "llmlab_worker_stops_total": m.WorkerStops,
+		}[name]); got != want {
+			t.Errorf("%s = %g, want %g", name, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(m.WorkerState.WithLabelValues("STOPPED")); got != 1 {
+		t.Errorf("STOPPED gauge %g, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.WorkerTransitions.WithLabelValues("STARTING", "READY")); got != 2 {
+		t.Errorf("STARTING→READY transitions %g, want 2", got)
+	}
+	if n := testutil.CollectAndCount(m.ColdStart); n != 1 {
+		t.Fatalf("cold start histogram series %d", n)
+	}
+}
+
+func TestErrorsByReason(t *testing.T) {
+	m := NewMetrics(nil)
+	m.Errors.WithLabelValues("queue_full", "429").Add(3)
+	m.Errors.WithLabelValues("bad_request", "400").Inc()
+	m.Errors.WithLabelValues("bad_request", "415").Inc()
+	got, err := m.ErrorsByReason()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["queue_full"] != 3 || got["bad_request"] != 2 || len(got) != 2 {
+		t.Fatalf("ErrorsByReason = %v", got)
+	}
+}
+
+func TestWindowStats(t *testing.T) {
+	w := NewWindow(1000, time.Minute, 10*time.Second)
+	t0 := time.Unix(1000, 0)
+	now := t0.Add(2 * time.Minute)
+	// Too old: outside the minute.
+	w.Observe(now.Add(-90*time.Second), 50*time.Second, OutcomeOK)
+	// 30 s ago: in the minute, not in the rate window.
+	for i := range 10 {
+		w.Observe(now.Add(-30*time.Second), time.Duration(i+1)*100*time.Millisecond, OutcomeOK)
+	}
+	// The last 10 s: 20 answered (one over the objective), 5 refused,
+	// 5 the client's own mistakes.
+	for i := range 20 {
+		d := time.Second
+		if i == 0 {
+			d = 6 * time.Second
+		}
+		w.Observe(now.Add(-time.Duration(i)*100*time.Millisecond), d, OutcomeOK)
+	}
+	for range 5 {
+		w.Observe(now.Add(-time.Second), time.Millisecond, OutcomeRejected)
+		w.Observe(now.Add(-time.Second), time.Millisecond, OutcomeClientError)
+	}
+	st := w.Stats(now, t0, 5*time.Second)
+	if st.Requests != 40 {
+		t.Errorf("requests %d, want 40", st.Requests)
+	}
+	if st.RPS != 3 || st.OKRPS != 2 || st.GoodRPS != 1.9 {
+		t.Errorf("rates %g/%g/%g, want 3/2/1.9 per second", st.RPS, st.OKRPS, st.GoodRPS)
+	}
+	if want := 5.0 / 35; st.ErrorRatio != want {
+		t.Errorf("error ratio %g, want %g", st.ErrorRatio, want)
+	}
+	// 30 answered: 0.1..1.0 s, nineteen of 1 s, one of 6 s; the 429s
+	// (1 ms) do not count.
+	if st.P50 != 1 || st.P95 != 1 || st.P99 != 6 {
+		t.Errorf("quantiles %g/%g/%g, want 1/1/6", st.P50, st.P95, st.P99)
+	}
+	// Just started: rates divide by the time since.
+	if st := w.Stats(now, now.Add(-5*time.Second), 5*time.Second); st.RateWindowSeconds != 5 {
+		t.Errorf("rate window %g s, want 5", st.RateWindowSeconds)
+	}
+}
+
+func TestWindowWrapsAround(t *testing.T) {
+	w := NewWindow(4, time.Minute, time.Minute)
+	now := time.Unix(1000, 0)
+	for i := range 10 {
+		w.Observe(now, time.Duration(i)*time.Second, OutcomeOK)
+	}
+	if st := w.Stats(now, now.Add(-time.Hour), time.Hour); st.Requests != 4 || st.P50 != 7 {
+		t.Fatalf("after wrap: %d requests, p50 %g; want the last 4 (6..9 s), p50 7", st.Requests, st.P50)
+	}
+}
+
+func TestBuildInfoSeries(t *testing.T) {
+	m := NewMetrics(nil)
+	b := ReadBuild()
+	if b.GoVersion == "" || b.Version == "" || b.Revision == "" {
+		t.Fatalf("ReadBuild() = %+v", b)
+	}
+	if got := testutil.ToFloat64(m.BuildInfo.WithLabelValues(b.Version, b.Revision, b.GoVersion)); got != 1 {
+		t.Fatalf("llmlab_build_info = %g, want 1", got)
 	}
 }

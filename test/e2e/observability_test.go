@@ -276,3 +276,49 @@ func TestVersionCommandAndEndpoint(t *testing.T) {
 	}
 	t.Fatalf("/metrics lacks %s", want)
 }
+
+// Refused requests (429, answered at once) are counted apart from answered
+// ones: under overload the answered requests' latency histogram holds only
+// answered requests, so its quantiles cannot fall as the SLO breaks.
+func TestRejectedRequestsDoNotEnterAnsweredLatency(t *testing.T) {
+	_, base := startServe(t, "--max-in-flight", "1", "--queue-max", "1")
+	// Warm the worker so the overload below is not a cold start.
+	if code, body := postJSON(t, base+"/v1/completions", `{"prompt":"hi","max_tokens":1}`); code != 200 {
+		t.Fatalf("warm-up: %d %s", code, body)
+	}
+	var wg sync.WaitGroup
+	codes := make(chan int, 12)
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Post(base+"/v1/completions", "application/json",
+				strings.NewReader(`{"prompt":"hello","max_tokens":64,"ignore_eos":true}`))
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	n := map[int]int{}
+	for c := range codes {
+		n[c]++
+	}
+	if n[429] == 0 || n[200] == 0 {
+		t.Fatalf("want both answered and refused requests, got %v", n)
+	}
+	mu := base + "/metrics"
+	ok := metric(t, mu, `llmlab_request_duration_seconds_count{outcome="ok",route="/v1/completions"}`)
+	rej := metric(t, mu, `llmlab_request_duration_seconds_count{outcome="rejected",route="/v1/completions"}`)
+	if ok != float64(n[200]+1) || rej != float64(n[429]) {
+		t.Fatalf("histogram counts ok %g rejected %g, want %d and %d (codes %v)", ok, rej, n[200]+1, n[429], n)
+	}
+	// None of the answered requests was as fast as a refusal.
+	if fast := metric(t, mu, `llmlab_request_duration_seconds_bucket{outcome="ok",route="/v1/completions",le="0.005"}`); fast != 0 {
+		t.Fatalf("%g answered requests under 5 ms: refusals leaked into the answered histogram", fast)
+	}
+}
