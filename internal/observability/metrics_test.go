@@ -157,3 +157,30 @@ func TestBuildInfoSeries(t *testing.T) {
 		t.Fatalf("llmlab_build_info = %g, want 1", got)
 	}
 }
+
+// The latency, TTFT and queue-wait histograms carry native buckets beside
+// the classic ones (sent when a scraper asks for protobuf).
+func TestNativeHistogramsExposed(t *testing.T) {
+	m := NewMetrics(nil)
+	m.Latency.WithLabelValues("/v1/completions", OutcomeOK).Observe(1.3)
+	m.TTFT.WithLabelValues("/v1/completions").Observe(0.2)
+	m.QueueWait.Observe(0.01)
+	fams, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, f := range fams {
+		switch f.GetName() {
+		case "llmlab_request_duration_seconds", "llmlab_time_to_first_token_seconds", "llmlab_queue_wait_seconds":
+			h := f.GetMetric()[0].GetHistogram()
+			if h.Schema == nil || len(h.GetPositiveSpan())+int(h.GetZeroCount()) == 0 || len(h.GetBucket()) != len(SLOBuckets) {
+				t.Errorf("%s: schema %v, spans %d, classic buckets %d", f.GetName(), h.Schema, len(h.GetPositiveSpan()), len(h.GetBucket()))
+			}
+			seen++
+		}
+	}
+	if seen != 3 {
+		t.Fatalf("found %d of the 3 histograms", seen)
+	}
+}
