@@ -33,7 +33,7 @@ type observatory struct {
 }
 
 func newObservatory(m *observability.Metrics, obj *slo.Objective) (*observatory, error) {
-	o := &observatory{recent: observability.NewWindow(1<<16, recentSpan, recentRateSpan), started: time.Now()}
+	o := &observatory{started: time.Now()}
 	if obj != nil {
 		o.objective = *obj
 	} else {
@@ -43,6 +43,10 @@ func newObservatory(m *observability.Metrics, obj *slo.Objective) (*observatory,
 		}
 		o.objective = spec.SLO
 	}
+	// 16 Ki latencies: a minute at 270 requests/s, far beyond what one
+	// small GPU serves; past it the quantiles are the latest requests'.
+	o.recent = observability.NewWindow(1<<14, recentSpan, recentRateSpan,
+		time.Duration(o.objective.P95E2ESeconds*float64(time.Second)))
 	m.SetSLO(o.objective.P95E2ESeconds, o.objective.MaxErrorRate)
 	// The series the SLO rules divide exist from the start, at 0: a
 	// ratio is then 0 rather than absent before the first error, and the
@@ -97,8 +101,7 @@ type reasonCount struct {
 func (s *Server) extras() statusExtras {
 	var x statusExtras
 	x.SLO.P95Seconds, x.SLO.MaxErrorRate = s.obs.objective.P95E2ESeconds, s.obs.objective.MaxErrorRate
-	obj := time.Duration(s.obs.objective.P95E2ESeconds * float64(time.Second))
-	x.Recent = s.obs.recent.Stats(time.Now(), s.obs.started, obj)
+	x.Recent = s.obs.recent.Stats(time.Now(), s.obs.started)
 	x.Transitions = s.sup.Transitions()
 	byReason, err := s.metrics.ErrorsByReason()
 	if err != nil {

@@ -93,29 +93,32 @@ func TestErrorsByReason(t *testing.T) {
 }
 
 func TestWindowStats(t *testing.T) {
-	w := NewWindow(1000, time.Minute, 10*time.Second)
+	w := NewWindow(1000, time.Minute, 10*time.Second, 5*time.Second)
 	t0 := time.Unix(1000, 0)
-	now := t0.Add(2 * time.Minute)
+	now := t0.Add(2 * time.Minute).Add(300 * time.Millisecond)
+	cur := now.Truncate(time.Second)
 	// Too old: outside the minute.
-	w.Observe(now.Add(-90*time.Second), 50*time.Second, OutcomeOK)
+	w.Observe(cur.Add(-90*time.Second), 50*time.Second, OutcomeOK)
 	// 30 s ago: in the minute, not in the rate window.
 	for i := range 10 {
-		w.Observe(now.Add(-30*time.Second), time.Duration(i+1)*100*time.Millisecond, OutcomeOK)
+		w.Observe(cur.Add(-30*time.Second), time.Duration(i+1)*100*time.Millisecond, OutcomeOK)
 	}
-	// The last 10 s: 20 answered (one over the objective), 5 refused,
-	// 5 the client's own mistakes.
+	// The last 10 whole seconds: 20 answered (one over the objective),
+	// 5 refused, 5 the client's own mistakes.
 	for i := range 20 {
 		d := time.Second
 		if i == 0 {
 			d = 6 * time.Second
 		}
-		w.Observe(now.Add(-time.Duration(i)*100*time.Millisecond), d, OutcomeOK)
+		w.Observe(cur.Add(-time.Duration(i+1)*400*time.Millisecond), d, OutcomeOK)
 	}
 	for range 5 {
-		w.Observe(now.Add(-time.Second), time.Millisecond, OutcomeRejected)
-		w.Observe(now.Add(-time.Second), time.Millisecond, OutcomeClientError)
+		w.Observe(cur.Add(-time.Second), time.Millisecond, OutcomeRejected)
+		w.Observe(cur.Add(-time.Second), time.Millisecond, OutcomeClientError)
 	}
-	st := w.Stats(now, t0, 5*time.Second)
+	// The current second is not whole yet: not counted.
+	w.Observe(cur.Add(100*time.Millisecond), 9*time.Second, OutcomeError)
+	st := w.Stats(now, t0)
 	if st.Requests != 40 {
 		t.Errorf("requests %d, want 40", st.Requests)
 	}
@@ -130,20 +133,25 @@ func TestWindowStats(t *testing.T) {
 	if st.P50 != 1 || st.P95 != 1 || st.P99 != 6 {
 		t.Errorf("quantiles %g/%g/%g, want 1/1/6", st.P50, st.P95, st.P99)
 	}
-	// Just started: rates divide by the time since.
-	if st := w.Stats(now, now.Add(-5*time.Second), 5*time.Second); st.RateWindowSeconds != 5 {
-		t.Errorf("rate window %g s, want 5", st.RateWindowSeconds)
+	// Just started: rates divide by the whole seconds since.
+	if st := w.Stats(now, cur.Add(-5*time.Second)); st.RateWindowSeconds != 5 || st.WindowSeconds != 5 {
+		t.Errorf("windows %g/%g s, want 5/5", st.RateWindowSeconds, st.WindowSeconds)
 	}
 }
 
-func TestWindowWrapsAround(t *testing.T) {
-	w := NewWindow(4, time.Minute, time.Minute)
-	now := time.Unix(1000, 0)
+// Rates stay exact when more requests end than the latency ring holds.
+func TestWindowRatesBeyondCapacity(t *testing.T) {
+	w := NewWindow(4, time.Minute, 10*time.Second, time.Hour)
+	cur := time.Unix(5000, 0)
 	for i := range 10 {
-		w.Observe(now, time.Duration(i)*time.Second, OutcomeOK)
+		w.Observe(cur.Add(-time.Second), time.Duration(i)*time.Second, OutcomeOK)
 	}
-	if st := w.Stats(now, now.Add(-time.Hour), time.Hour); st.Requests != 4 || st.P50 != 7 {
-		t.Fatalf("after wrap: %d requests, p50 %g; want the last 4 (6..9 s), p50 7", st.Requests, st.P50)
+	st := w.Stats(cur, cur.Add(-time.Hour))
+	if st.Requests != 10 || st.OKRPS != 1 {
+		t.Fatalf("requests %d, ok rate %g; want 10 and 1/s", st.Requests, st.OKRPS)
+	}
+	if st.P50 != 7 {
+		t.Fatalf("p50 %g: want that of the last 4 (6..9 s), 7", st.P50)
 	}
 }
 
