@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	sdkdashboard "github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"gopkg.in/yaml.v3"
 
 	"github.com/llmlab/llmlab/internal/observability/dashboard"
@@ -32,6 +34,33 @@ func TestDashboardJSONUpToDate(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("%s is stale: run `go run ./infra/grafana/gen` from the repository root", dashboardFile)
+	}
+}
+
+// The committed JSON reads back into the SDK's typed dashboard (panels and
+// Prometheus queries as their plugins define them), the closest check of
+// its shape short of a Grafana, which cannot be installed here.
+func TestDashboardJSONReadsBack(t *testing.T) {
+	plugins.RegisterDefaultPlugins()
+	b, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d sdkdashboard.Dashboard
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("the SDK cannot read %s: %v", dashboardFile, err)
+	}
+	panels := 0
+	for _, p := range d.Panels {
+		if p.Panel != nil {
+			panels++
+			if p.Panel.Type == "" || p.Panel.Title == nil || len(p.Panel.Targets) == 0 {
+				t.Errorf("panel %+v lacks a type, title or query", p.Panel)
+			}
+		}
+	}
+	if d.Uid == nil || *d.Uid != dashboard.UID || panels < 15 {
+		t.Fatalf("uid %v, %d panels", d.Uid, panels)
 	}
 }
 

@@ -87,7 +87,7 @@ func promQuery(ctx context.Context, prom, expr string) (int, error) {
 
 // startPrometheus runs the real prometheus on the repository's rules with
 // the local config's jobs aimed at the given targets, scraping every second.
-func startPrometheus(t *testing.T, gateway, worker string) string {
+func startPrometheus(t *testing.T, gateway, worker string, flags ...string) string {
 	t.Helper()
 	bin := testsupport.NeedBinary(t, "prometheus")
 	rules, err := filepath.Abs("../../infra/prometheus/rules")
@@ -114,8 +114,8 @@ func startPrometheus(t *testing.T, gateway, worker string) string {
 	}
 	addr := "127.0.0.1:" + itoa(freePort(t))
 	out := &syncBuffer{}
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
+	cmd := exec.Command(bin, append([]string{"--config.file=" + filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + addr, "--log.level=warn"}, flags...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -231,6 +231,38 @@ func TestObservabilityEveryQueryReturnsData(t *testing.T) {
 			t.Fatalf("%d of %d expressions return no data after 90 s of load:\n%s", len(missing), len(exprs), strings.Join(missing, "\n"))
 		}
 		time.Sleep(2 * time.Second)
+	}
+}
+
+// With its native-histogram feature on, the real Prometheus scrapes the
+// gateway's native histograms (protobuf) and answers quantiles from them.
+func TestNativeHistogramsReachPrometheus(t *testing.T) {
+	workerPort := freePort(t)
+	_, base := startServe(t, "--worker-port", itoa(workerPort))
+	prom := startPrometheus(t, strings.TrimPrefix(base, "http://"), "127.0.0.1:"+itoa(workerPort), "--enable-feature=native-histograms")
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := load(ctx, base, 4)
+	defer func() { cancel(); wait() }()
+	exprs := []string{
+		`histogram_quantile(0.95, sum(rate(llmlab_request_duration_seconds{outcome="ok"}[1m]))) > 0`,
+		`histogram_count(sum(rate(llmlab_time_to_first_token_seconds[1m]))) > 0`,
+		`histogram_count(sum(llmlab_queue_wait_seconds)) > 0`,
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, e := range exprs {
+		for {
+			n, err := promQuery(ctx, prom, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no data for %s", e)
+			}
+			time.Sleep(time.Second)
+		}
 	}
 }
 
