@@ -162,8 +162,7 @@ func recordingRules(t *testing.T) map[string]string {
 // and of the recording rules returns data.
 func TestObservabilityEveryQueryReturnsData(t *testing.T) {
 	workerPort := freePort(t)
-	p, base := startServe(t, "--worker-port", itoa(workerPort), "--worker-startup-seconds", "0.2")
-	_ = p
+	_, base := startServe(t, "--worker-port", itoa(workerPort), "--worker-startup-seconds", "0.2")
 	prom := startPrometheus(t, strings.TrimPrefix(base, "http://"), "127.0.0.1:"+itoa(workerPort))
 
 	// The status names the fixed worker metrics URL even before a start.
