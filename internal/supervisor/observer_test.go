@@ -102,3 +102,22 @@ func TestFixedPortAndMetricsURL(t *testing.T) {
 		t.Fatalf("ready: metrics URL %q, want %q", got, want)
 	}
 }
+
+func TestReachable(t *testing.T) {
+	for in, want := range map[string]string{"0.0.0.0": "127.0.0.1", "::": "::1", "127.0.0.1": "127.0.0.1", "10.1.2.3": "10.1.2.3", "worker": "worker"} {
+		if got := reachable(in); got != want {
+			t.Errorf("reachable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A worker bound to every interface (as in a container, for a scraper
+// elsewhere) is reached on loopback.
+func TestWorkerOnAllInterfaces(t *testing.T) {
+	s := newSup(t, "ok", func(c *Config) { c.Host = "0.0.0.0" })
+	l := ensure(t, s)
+	defer l.Release()
+	if !strings.HasPrefix(l.URL, "http://127.0.0.1:") {
+		t.Fatalf("worker URL %s, want loopback", l.URL)
+	}
+}
