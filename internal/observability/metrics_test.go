@@ -192,3 +192,24 @@ func TestNativeHistogramsExposed(t *testing.T) {
 		t.Fatalf("found %d of the 3 histograms", seen)
 	}
 }
+
+// The cost the status page's window adds to every inference request.
+func BenchmarkWindowObserve(b *testing.B) {
+	w := NewWindow(1<<14, time.Minute, 10*time.Second, 5*time.Second)
+	now := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			w.Observe(now, time.Second, OutcomeOK)
+		}
+	})
+}
+
+// The cost of observing one request's latency by route and outcome.
+func BenchmarkLatencyObserve(b *testing.B) {
+	m := NewMetrics(nil)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m.Latency.WithLabelValues("/v1/completions", Outcome(200)).Observe(1.3)
+		}
+	})
+}
