@@ -23,9 +23,10 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"sim":   {"run the simulated vLLM engine (a vllm serve look-alike); 'sim run' for offline virtual time", runSim},
-		"serve": {"run the gateway and supervisor (OpenAI API, queue, admission, scale-to-zero)", runServe},
-		"bench": {"open-loop load generator with streaming token metrics", runBench},
+		"sim":     {"run the simulated vLLM engine (a vllm serve look-alike); 'sim run' for offline virtual time", runSim},
+		"serve":   {"run the gateway and supervisor (OpenAI API, queue, admission, scale-to-zero)", runServe},
+		"bench":   {"open-loop load generator with streaming token metrics", runBench},
+		"version": {"print the version, VCS revision and Go version (--json)", runVersion},
 	}
 }
 
@@ -87,7 +88,7 @@ func usage(w io.Writer, cmds map[string]command) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-6s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-7s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'llmlab <command> -h' for the flags of one command.")
 }

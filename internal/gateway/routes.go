@@ -38,6 +38,8 @@ func (s *Server) routes() http.Handler {
 		"/metrics":             {http.MethodGet, s.metrics.Handler().ServeHTTP},
 		"/admin/worker/start":  {http.MethodPost, s.handleAdminStart},
 		"/admin/worker/stop":   {http.MethodPost, s.handleAdminStop},
+		"/":                    {http.MethodGet, s.handleStatusPage},
+		"/version":             {http.MethodGet, s.handleVersion},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -61,9 +63,7 @@ func (s *Server) routes() http.Handler {
 			code = http.StatusOK
 		}
 		s.metrics.Requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
-		if name != "/metrics" && name != "/health" && name != "/status" {
-			s.metrics.Latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
-		}
+		s.observe(name, code, start)
 	})
 }
 
@@ -145,6 +145,7 @@ type statusBody struct {
 	} `json:"queue"`
 	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
 	UptimeSeconds      float64 `json:"uptime_seconds"`
+	statusExtras
 }
 
 func (s *Server) status() statusBody {
@@ -156,6 +157,7 @@ func (s *Server) status() statusBody {
 	b.Queue.Max, b.Queue.MaxInFlight = s.disp.QueueCap(), s.disp.MaxInFlight()
 	b.IdleTimeoutSeconds = s.set.IdleTimeout.Seconds()
 	b.UptimeSeconds = time.Since(s.started).Seconds()
+	b.statusExtras = s.extras()
 	return b
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/queue"
 	"github.com/llmlab/llmlab/internal/sim/engine"
+	"github.com/llmlab/llmlab/internal/slo"
 	"github.com/llmlab/llmlab/internal/supervisor"
 )
 
@@ -33,6 +34,7 @@ type Server struct {
 	sup      *supervisor.Supervisor
 	disp     *queue.Dispatcher
 	metrics  *observability.Metrics
+	obs      *observatory // recent requests and the SLO, for /status and /
 	upstream *http.Client
 	started  time.Time
 	handler  http.Handler
@@ -54,6 +56,9 @@ type Options struct {
 	// Executable is the llmlab binary that runs `llmlab sim` workers
 	// (normally os.Executable()).
 	Executable string
+	// SLO is the objective the status page and llmlab_slo_objective show
+	// (nil: the embedded configs/slo.yaml).
+	SLO *slo.Objective
 }
 
 // New builds a server; nothing is started until Run.
@@ -101,7 +106,9 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 		RestartBackoff:    set.RestartBackoff,
 		MaxRestartBackoff: set.MaxRestartBackoff,
 		Logger:            log.With("component", "supervisor"),
-		Metrics:           m,
+		Observer:          workerObserver{m},
+		Host:              set.WorkerHost,
+		Port:              set.WorkerPort,
 	})
 	if err != nil {
 		return nil, err
@@ -128,6 +135,11 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 			DisableCompression: true,
 		}},
 	}
+	if s.obs, err = newObservatory(m, opt.SLO); err != nil {
+		return nil, err
+	}
+	m.QueueCapacity.Set(float64(s.disp.QueueCap()))
+	m.InFlightCapacity.Set(float64(s.disp.MaxInFlight()))
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, 32<<10) }
 	s.abort, s.abortNow = context.WithCancel(context.Background())
 	s.handler = s.guard(s.routes())

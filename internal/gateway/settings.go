@@ -55,6 +55,11 @@ type Settings struct {
 	KeepLogs          bool          // keep a per-run log directory on exit
 	LogMaxSizeMB      int           // worker log size before rotation
 	LogMaxBackups     int           // rotated worker logs kept
+	// WorkerHost and WorkerPort say where a managed worker listens; port 0
+	// picks a free port at every start. A fixed port gives Prometheus a
+	// scrape target for the worker's own metrics.
+	WorkerHost string
+	WorkerPort int
 }
 
 // Defaults are the settings when nothing else is given.
@@ -82,6 +87,7 @@ func Defaults() Settings {
 		MaxConns:             1024,
 		LogMaxSizeMB:         50,
 		LogMaxBackups:        5,
+		WorkerHost:           "127.0.0.1",
 	}
 }
 
@@ -165,6 +171,8 @@ func (s *Settings) Knobs() []Knob {
 		{"max_restart_backoff", "cap of the restart back-off", &s.MaxRestartBackoff},
 		{"log_dir", "directory for worker log files (default: a temporary directory)", &s.LogDir},
 		{"log_level", "debug, info, warn or error", &s.LogLevel},
+		{"worker_host", "address a managed worker (sim or vllm) listens on and is reached at", &s.WorkerHost},
+		{"worker_port", "port of a managed worker, fixed so Prometheus can scrape its /metrics (0: a free port at every start)", &s.WorkerPort},
 		{"worker_startup_seconds", "sim engine only: modelled worker load time, passed as --startup-seconds (negative: the profile's)", &s.WorkerStartupSeconds},
 		{"api_key", "key clients must send as 'Authorization: Bearer <key>' on /v1/* and /generate; repeat the flag (or separate with commas) for several keys (none: no key needed)", &s.APIKeys},
 		{"api_key_file", "file with more API keys, one per line (# starts a comment)", &s.APIKeyFile},
@@ -297,6 +305,14 @@ func (s *Settings) Validate() error {
 	var errs []error
 	if s.Port < 0 || s.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port %d out of range", s.Port))
+	}
+	if s.WorkerPort < 0 || s.WorkerPort > 65535 {
+		errs = append(errs, fmt.Errorf("worker_port %d out of range", s.WorkerPort))
+	} else if s.WorkerPort != 0 && s.WorkerPort == s.Port && s.WorkerHost == s.Host {
+		errs = append(errs, fmt.Errorf("worker_port %d is the gateway's own port", s.WorkerPort))
+	}
+	if s.WorkerHost == "" {
+		errs = append(errs, errors.New("worker_host must not be empty"))
 	}
 	if s.QueueMax < 0 || s.MaxInFlight < 0 {
 		errs = append(errs, errors.New("queue_max and max_in_flight must be >= 0"))

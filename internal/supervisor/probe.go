@@ -25,9 +25,6 @@ func (s *Supervisor) probe(w *worker) {
 				d := w.readyAt.Sub(w.started)
 				s.coldStart, s.coldAt = d, w.readyAt
 				s.lastActive = w.readyAt
-				if m := s.cfg.Metrics; m != nil {
-					m.ColdStart.Observe(d.Seconds())
-				}
 				s.setStateLocked(Ready, "health check passed", "cold_start", d.Round(time.Millisecond).String())
 			}
 			s.mu.Unlock()

@@ -14,11 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
-
-	"github.com/llmlab/llmlab/internal/observability"
 )
 
 // State is the worker's lifecycle state.
@@ -95,7 +95,12 @@ type Config struct {
 	// 15ms, so a cold start gains well under 100 ms).
 	HealthInterval time.Duration
 	Logger         *slog.Logger
-	Metrics        *observability.Metrics // may be nil
+	// Observer learns of every state transition (metrics, status page);
+	// may be nil.
+	Observer Observer
+	// Port fixes the worker's port so a scrape target can name it; 0 picks
+	// a free port at every start.
+	Port int
 }
 
 func (c *Config) fill() {
@@ -194,6 +199,7 @@ type Supervisor struct {
 	// startPending is an admin start asked for while DRAINING, done once
 	// the old worker is STOPPED; a later stop cancels it.
 	startPending bool
+	recent       transitionRing
 }
 
 // New returns a supervisor in STOPPED. It starts nothing until EnsureReady
@@ -221,9 +227,6 @@ func New(cfg Config) (*Supervisor, error) {
 		changed: make(chan struct{}),
 	}
 	s.lastActive = s.since
-	if m := cfg.Metrics; m != nil {
-		m.SetWorkerState(Stopped.String(), StateNames())
-	}
 	return s, nil
 }
 
@@ -424,6 +427,9 @@ type Status struct {
 	RetryAt              time.Time `json:"retry_at,omitzero"`
 	LastColdStartSeconds float64   `json:"last_cold_start_seconds,omitempty"`
 	LastColdStartAt      time.Time `json:"last_cold_start_at,omitzero"`
+	// MetricsURL is where the worker's own Prometheus metrics are served:
+	// the running worker's, or with a fixed port the next one's.
+	MetricsURL string `json:"metrics_url,omitempty"`
 }
 
 // Status returns the current state and bookkeeping.
@@ -438,6 +444,9 @@ func (s *Supervisor) Status() Status {
 	}
 	if s.cur != nil {
 		st.URL = s.cur.url
+		st.MetricsURL = s.cur.url + "/metrics"
+	} else if s.cfg.Command != nil && s.cfg.Port != 0 {
+		st.MetricsURL = "http://" + net.JoinHostPort(reachable(s.cfg.Host), strconv.Itoa(s.cfg.Port)) + "/metrics"
 	}
 	if s.state != Starting && s.state != Ready && s.state != Draining {
 		st.PID = 0
@@ -475,9 +484,7 @@ func (s *Supervisor) setStateLocked(to State, cause string, attrs ...any) {
 		lv = slog.LevelError
 	}
 	s.log.Log(context.Background(), lv, "worker state", args...)
-	if m := s.cfg.Metrics; m != nil {
-		m.SetWorkerState(to.String(), StateNames())
-	}
+	s.recordLocked(from, to, cause)
 	s.notifyLocked()
 }
 
@@ -506,9 +513,6 @@ func (s *Supervisor) failLocked(w *worker, err error, cause string) {
 	s.lastErr = err
 	s.retryAt = time.Now().Add(s.backoff(s.failures))
 	s.cur = nil
-	if m := s.cfg.Metrics; m != nil {
-		m.WorkerCrashes.Inc()
-	}
 	attrs := []any{"error", err.Error(), "consecutive_failures", s.failures, "retry_in", time.Until(s.retryAt).Round(time.Millisecond).String()}
 	var we *WorkerError
 	if errors.As(err, &we) && len(we.Tail) > 0 {

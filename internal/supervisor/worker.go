@@ -59,9 +59,6 @@ func (s *Supervisor) startLocked(cause string) {
 	s.starts++
 	w := &worker{started: time.Now(), exited: make(chan struct{}), reported: make(chan struct{})}
 	w.probeCtx, w.abort = context.WithTimeout(context.Background(), s.cfg.StartupTimeout)
-	if m := s.cfg.Metrics; m != nil {
-		m.WorkerStarts.Inc()
-	}
 	s.cur = w
 	if s.cfg.Command == nil {
 		w.url = strings.TrimRight(s.cfg.URL, "/")
@@ -70,12 +67,15 @@ func (s *Supervisor) startLocked(cause string) {
 		go s.probe(w)
 		return
 	}
-	port, err := freePort(s.cfg.Host)
+	port, err := s.cfg.Port, error(nil)
+	if port == 0 {
+		port, err = freePort(s.cfg.Host)
+	}
 	if err != nil {
 		s.failLocked(w, fmt.Errorf("choose a port: %w", err), "start failed")
 		return
 	}
-	w.url = "http://" + net.JoinHostPort(s.cfg.Host, strconv.Itoa(port))
+	w.url = "http://" + net.JoinHostPort(reachable(s.cfg.Host), strconv.Itoa(port))
 	argv := s.cfg.Command(s.cfg.Host, port)
 	w.logPath = s.logs.path
 	if err := s.spawnLocked(w, argv); err != nil {
@@ -162,9 +162,6 @@ func (s *Supervisor) wait(w *worker) {
 	if w.stopping {
 		s.cur = nil
 		s.failures = 0
-		if m := s.cfg.Metrics; m != nil {
-			m.WorkerStops.Inc()
-		}
 		s.setStateLocked(Stopped, "worker exited after stop", "pid", w.cmd.Process.Pid, "status", status)
 		s.startPendingLocked()
 		return
