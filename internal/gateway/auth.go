@@ -252,5 +252,5 @@ func (s *Server) detailOK(r *http.Request) bool {
 
 // redactStatus drops what an outsider should not learn from /status.
 func redactStatus(b *statusBody) {
-	b.Worker.PID, b.Worker.URL, b.Worker.LogFile = 0, "", ""
+	b.Worker.PID, b.Worker.URL, b.Worker.LogFile, b.Worker.MetricsURL = 0, "", "", ""
 }

@@ -24,12 +24,14 @@ import (
 	"github.com/llmlab/llmlab/internal/sim/engine"
 	"github.com/llmlab/llmlab/internal/slo"
 	"github.com/llmlab/llmlab/internal/supervisor"
+	"github.com/llmlab/llmlab/internal/validate"
 )
 
 // Server is the gateway and the supervisor of its worker.
 type Server struct {
 	set      Settings
 	prof     profile.Profile
+	limits   validate.Limits // what the worker would refuse, from the profile
 	log      *slog.Logger
 	sup      *supervisor.Supervisor
 	disp     *queue.Dispatcher
@@ -142,6 +144,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 	m.InFlightCapacity.Set(float64(s.disp.MaxInFlight()))
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, 32<<10) }
 	s.abort, s.abortNow = context.WithCancel(context.Background())
+	s.limits = validationLimits(prof)
 	s.handler = s.guard(s.routes())
 	return s, nil
 }

@@ -59,11 +59,11 @@ func modelSpec(p profile.Profile) (engine.ModelSpec, bool) {
 // validated parses and validates body with check; on refusal it writes the
 // worker's answer and counts it, and returns false.
 func (s *Server) validated(w http.ResponseWriter, body []byte, check func([]byte, validate.Limits) (validate.Request, *validate.Error)) (validate.Request, bool) {
-	req, e := check(body, validationLimits(s.prof))
+	req, e := check(body, s.limits)
 	if e == nil {
 		return req, true
 	}
-	reason := "invalid_request"
+	reason := "bad_request" // as the gateway's own decode errors
 	if e.Error.Code == http.StatusNotFound {
 		reason = "unknown_model"
 	}
