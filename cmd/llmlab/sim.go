@@ -138,6 +138,9 @@ func (e *engineFlags) engineConfig() (engine.Config, error) {
 			return engine.Config{}, err
 		}
 		m = spec
+	case looksLikePath(e.model) && !isLocalPath(e.model):
+		// vLLM would fail the same way: neither a directory nor a repository id.
+		return engine.Config{}, fmt.Errorf("model %q: no such file or directory", e.model)
 	case isLocalPath(e.model):
 		spec, err := engine.LoadHFConfig(e.model)
 		if err != nil {
@@ -204,6 +207,13 @@ func isLocalPath(model string) bool {
 	return err == nil
 }
 
+// looksLikePath reports whether model is written as a filesystem path
+// rather than a Hugging Face repository id.
+func looksLikePath(model string) bool {
+	return strings.HasPrefix(model, "/") || strings.HasPrefix(model, "./") ||
+		strings.HasPrefix(model, "../") || strings.HasPrefix(model, "~")
+}
+
 // modelSpecAndQuant picks the model spec whose Hugging Face name matches
 // model (case-insensitive, with or without "-Instruct" and a quantisation
 // suffix), and the quantisation the suffix names; else the default spec:
@@ -251,7 +261,7 @@ func parseEngineArgs(fs *flag.FlagSet, ef *engineFlags, args []string) error {
 		if err != nil {
 			msg := err.Error()
 			if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
-				msg = fmt.Sprintf("unknown flag %s: not a vLLM serve flag that llmlab sim models or accepts (see -h)", name)
+				msg = fmt.Sprintf("unknown flag --%s: not a vLLM serve flag that llmlab sim models or accepts (see -h)", strings.TrimLeft(name, "-"))
 			}
 			return &exitError{code: 2, err: errors.New(msg)}
 		}
