@@ -86,7 +86,7 @@ func TestSimRunShort(t *testing.T) {
 }
 
 func TestSimRunOOM(t *testing.T) {
-	code, out := simRun(t, "--rate", "1", "--duration", "10s", "--max-num-seqs", "256", "--max-num-batched-tokens", "16384")
+	code, out := simRun(t, "--rate", "1", "--duration", "10s", "--max-num-seqs", "256", "--max-num-batched-tokens", "16384", "--gpu-memory-utilization", "0.45")
 	if code == 0 {
 		t.Fatalf("OOM configuration exited 0:\n%s", out)
 	}
