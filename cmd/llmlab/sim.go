@@ -319,7 +319,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	startup := fs.Float64("startup-seconds", -1, "modelled load time before the port opens (default: what vLLM takes for this model on this GPU; 0 allowed)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llmlab sim [serve] [MODEL] [flags]\n"+
-			"       llmlab sim run [MODEL] [flags]    (offline, virtual time; 'llmlab sim run -h')\n"+
+			"       llmlab sim run [flags]            (offline, virtual time; 'llmlab sim run -h')\n"+
 			"       llmlab sim plan [MODEL] [flags]   (memory plan and modelled step times as JSON)\n"+
 			"       llmlab sim calibrate MEASUREMENTS.yaml [flags]  (fit a card's terms; docs/calibration.md)\n\n"+
 			"A simulated vLLM engine: the same flags, API, health and metrics as `vllm serve`; a\n"+
