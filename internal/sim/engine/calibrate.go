@@ -178,7 +178,7 @@ func Fit(ms Measurements) (FitResult, error) {
 				return FitResult{}, fmt.Errorf("startup point %s: %w", p.label(), err)
 			}
 			budget := p.GPUMemUtil * p.MemoryTotalGiB * GiB
-			act := activationPeak(m, p.MaxNumSeqs, p.MaxNumBatchedTokens)
+			act := activationPeak(m, g.Sampler, p.MaxNumSeqs, p.MaxNumBatchedTokens)
 			kv := float64(p.KVTokens) * float64(m.KVBytesPerToken())
 			sum += budget - float64(m.WeightBytes()) - float64(act) - kv
 		}
@@ -188,7 +188,7 @@ func Fit(ms Measurements) (FitResult, error) {
 	for _, p := range ms.Startup {
 		m, _ := p.spec()
 		budget := int64(p.GPUMemUtil * p.MemoryTotalGiB * GiB)
-		kv := budget - m.WeightBytes() - activationPeak(m, p.MaxNumSeqs, p.MaxNumBatchedTokens) -
+		kv := budget - m.WeightBytes() - activationPeak(m, g.Sampler, p.MaxNumSeqs, p.MaxNumBatchedTokens) -
 			int64(val(t.NonTorchIncreaseGiB)*GiB)
 		tokens := float64(kv/(m.KVBytesPerToken()*16)) * 16
 		rows = append(rows, FitRow{Kind: "startup", Point: fmt.Sprintf("%s util %.2f seqs %d tokens %d",
@@ -324,9 +324,9 @@ func Fit(ms Measurements) (FitResult, error) {
 }
 
 // activationPeak is the profiling run's torch peak increase (see NewPlan).
-func activationPeak(m ModelSpec, seqs, tokens int) int64 {
+func activationPeak(m ModelSpec, sampler string, seqs, tokens int) int64 {
 	fwd := int64(tokens) * m.ForwardBytesPerToken()
-	smp := int64(min(seqs, tokens))*m.SamplerBytesPerSeq() + int64(tokens)*int64(m.Hidden*m.DtypeBytes)
+	smp := m.samplerPeak(sampler, min(seqs, tokens)) + int64(tokens)*int64(m.Hidden*m.DtypeBytes)
 	return max(fwd, smp)
 }
 

@@ -100,20 +100,50 @@ func (m ModelSpec) ForwardBytesPerToken() int64 {
 	return int64((3*m.Intermediate + 2*m.Hidden) * m.DtypeBytes)
 }
 
-// samplerBytesPerEntry is, per dummy request and vocabulary entry, what the
-// sampler holds at its peak in the profiling run. _dummy_sampler_run
-// (vllm/v1/worker/gpu_model_runner.py) asks for top_k = vocab−1 and
-// top_p = 0.9, so the PyTorch path of apply_top_k_top_p
-// (vllm/v1/sample/ops/topk_topp_sampler.py) runs in full: the bf16 logits
-// of compute_logits (2) and their fp32 copy made by Sampler.forward (4)
-// stay live while logits.sort holds fp32 values (4) and int64 indices (8),
-// the top-p softmax of the sorted values (4, cumsum written in place) and
-// the two bool masks (1 + 1): 24 bytes.
-const samplerBytesPerEntry = 24
+// Sampler paths of vLLM's profiling sampler pass (_dummy_sampler_run in
+// vllm/v1/worker/gpu_model_runner.py asks for top_k = vocab−1 and
+// top_p = 0.9, so top-k/top-p filtering runs in full).
+const (
+	// SamplerFlashInfer is TopKTopPSampler.forward_cuda with FlashInfer,
+	// what vLLM 0.11 uses when FlashInfer is installed (the RTX 3050 log of
+	// the calibration source says so).
+	SamplerFlashInfer = "flashinfer"
+	// SamplerPyTorch is apply_top_k_top_p_pytorch: a full sort of the
+	// vocabulary (current vLLM on cards with ≤ 16 SMs, or no FlashInfer).
+	SamplerPyTorch = "pytorch"
+)
 
-// SamplerBytesPerSeq is the sampler's per-request peak in the profiling run.
+// samplerBytesPerEntry is, per dummy request and vocabulary entry, what the
+// sampler pass holds at its peak.
+//
+// FlashInfer (flashinfer/sampling.py top_k_top_p_sampling_from_logits,
+// filter order top_k_first): the bf16 logits of compute_logits (2) and
+// Sampler.forward's fp32 copy (4) stay live while top_k_mask_logits
+// writes fp32 masked logits (4) and softmax fp32 probabilities (4): 14 B.
+//
+// PyTorch: measured, not derived — torch.sort's workspace sets the peak.
+// configs/calibration/measure_sampler_peak.py (the same ops, PyTorch 2.11,
+// on an H200) gives 38.0 B per entry for 1 request or ≥ 128 requests and
+// 50.2–50.8 B for 2–96 requests, for vocabularies of 151,936 and 128,256.
+func samplerBytesPerEntry(path string, reqs int) int64 {
+	if path == SamplerPyTorch {
+		if reqs >= 2 && reqs < 128 {
+			return 51
+		}
+		return 38
+	}
+	return 14
+}
+
+// SamplerBytesPerSeq is the sampler's per-request peak in the profiling
+// run on vLLM's default (FlashInfer) path.
 func (m ModelSpec) SamplerBytesPerSeq() int64 {
-	return int64(m.Vocab) * samplerBytesPerEntry
+	return int64(m.Vocab) * samplerBytesPerEntry(SamplerFlashInfer, 1)
+}
+
+// samplerPeak is the sampler pass's peak for reqs requests on a path.
+func (m ModelSpec) samplerPeak(path string, reqs int) int64 {
+	return int64(reqs) * int64(m.Vocab) * samplerBytesPerEntry(path, reqs)
 }
 
 // ActivationBytesPerToken is ForwardBytesPerToken (kept for callers of the

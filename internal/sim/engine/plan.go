@@ -171,7 +171,7 @@ func NewPlan(cfg Config) (Plan, error) {
 	// while the forward's final hidden states are still referenced.
 	reqs := min(cfg.MaxNumSeqs, cfg.MaxNumBatchedTokens)
 	p.ForwardPeakBytes = int64(cfg.MaxNumBatchedTokens) * m.ForwardBytesPerToken()
-	p.SamplerPeakBytes = int64(reqs)*m.SamplerBytesPerSeq() +
+	p.SamplerPeakBytes = m.samplerPeak(g.Sampler, reqs) +
 		int64(cfg.MaxNumBatchedTokens)*int64(m.Hidden*m.DtypeBytes)
 	p.ActivationBytes = max(p.ForwardPeakBytes, p.SamplerPeakBytes)
 	if !cfg.EnforceEager {

@@ -144,6 +144,36 @@ func TestActivationIsMaxOfForwardAndSampler(t *testing.T) {
 	}
 }
 
+// TestSamplerPaths: the PyTorch top-k/top-p path (a full sort, measured
+// at 38 B per request and vocabulary entry for ≥ 128 requests) costs more
+// than FlashInfer's (14 B), so the same configuration keeps less KV cache.
+func TestSamplerPaths(t *testing.T) {
+	m, _ := LookupModel(DefaultModelSpec)
+	cfg := defaultConfig(256, 4096)
+	fi, err := NewPlan(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := LookupGPU(DefaultGPU)
+	g.Sampler = SamplerPyTorch
+	cfg.GPUSpec = &g
+	pt, err := NewPlan(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden := int64(4096) * int64(m.Hidden*2)
+	if fi.SamplerPeakBytes != 256*151936*14+hidden || pt.SamplerPeakBytes != 256*151936*38+hidden {
+		t.Errorf("sampler peaks %d (flashinfer), %d (pytorch)", fi.SamplerPeakBytes, pt.SamplerPeakBytes)
+	}
+	if pt.KVTokens >= fi.KVTokens {
+		t.Errorf("pytorch path keeps %d KV tokens, flashinfer %d", pt.KVTokens, fi.KVTokens)
+	}
+	g.Sampler = "cub"
+	if _, err := NewPlan(cfg); err == nil {
+		t.Error("unknown sampler path accepted")
+	}
+}
+
 // TestFreeMemoryRefusal: vLLM refuses to start when free memory at start is
 // below util × total, with its message. The figures are the RTX 3050 under
 // WSL2 of the calibration source, whose log reads "Free memory on device

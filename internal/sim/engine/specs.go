@@ -127,7 +127,10 @@ type GPUSpec struct {
 	MemoryFreeAtStartGiB float64 `yaml:"memory_free_at_start_gib,omitempty" json:"memory_free_at_start_gib,omitempty"`
 	BandwidthGBs         float64 `yaml:"bandwidth_gbs" json:"bandwidth_gbs"` // DRAM, spec sheet
 	FP16TFLOPS           float64 `yaml:"fp16_tflops" json:"fp16_tflops"`     // dense fp16/bf16 tensor, spec sheet
-	Source               string  `yaml:"source,omitempty" json:"source,omitempty"`
+	// Sampler is vLLM's top-k/top-p path on this card: "flashinfer"
+	// (default) or "pytorch" (see samplerBytesPerEntry).
+	Sampler string `yaml:"sampler,omitempty" json:"sampler,omitempty"`
+	Source  string `yaml:"source,omitempty" json:"source,omitempty"`
 	Terms                `yaml:",inline" json:",inline"`
 }
 
@@ -154,6 +157,8 @@ func (g GPUSpec) validate() error {
 		return fmt.Errorf("GPU spec %s: bandwidth_gbs must be > 0", g.Name)
 	case !(g.FP16TFLOPS > 0):
 		return fmt.Errorf("GPU spec %s: fp16_tflops must be > 0", g.Name)
+	case g.Sampler != "" && g.Sampler != SamplerFlashInfer && g.Sampler != SamplerPyTorch:
+		return fmt.Errorf("GPU spec %s: sampler must be %s or %s, got %q", g.Name, SamplerFlashInfer, SamplerPyTorch, g.Sampler)
 	}
 	if err := g.Terms.validate(); err != nil {
 		return fmt.Errorf("GPU spec %s: %w", g.Name, err)
