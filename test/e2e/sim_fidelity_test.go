@@ -128,6 +128,21 @@ func TestSimPlanConfigJSONAndGPUSpec(t *testing.T) {
 		rep.Plan.WeightBytes < 2_400_000_000 || rep.Plan.WeightBytes > 2_500_000_000 {
 		t.Errorf("plan %+v", rep)
 	}
+	// The same model directory serves requests (token ids below its vocabulary).
+	port := freePort(t)
+	srv := start(t, "sim", "serve", model, "--gpu-spec", spec, "--port", itoa(port), "--startup-seconds", "0")
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitHTTP(t, srv, base+"/health", 60*time.Second)
+	resp, err := http.Post(base+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"`+model+`","prompt":"hi","max_tokens":4,"ignore_eos":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"completion_tokens":4`) {
+		t.Errorf("completion from a config.json model: %d %s", resp.StatusCode, body)
+	}
 	code, out = runLLMLab(t, "sim", "plan", filepath.Join(dir, "missing"), "--gpu-spec", spec)
 	if code == 0 {
 		t.Errorf("missing model dir accepted:\n%s", out)

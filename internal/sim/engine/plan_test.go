@@ -122,7 +122,7 @@ func TestActivationIsMaxOfForwardAndSampler(t *testing.T) {
 		sampler      bool // which pass should set the peak
 	}{
 		{256, 4096, true},   // 256 × 151,936 × 14 B = 0.51 GiB vs 0.13 GiB forward
-		{16, 16384, false},  // 16 requests: 0.05 GiB vs 0.5 GiB forward
+		{16, 16384, false},  // 16 requests: 0.03 GiB vs 0.5 GiB forward
 		{128, 16384, false}, // 0.25 + 0.03 GiB vs 0.5 GiB
 	} {
 		cfg := defaultConfig(c.seqs, c.tokens)

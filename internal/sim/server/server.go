@@ -208,7 +208,7 @@ func newServer(cfg Config, plan engine.Plan, observe stepObserver) *server {
 	}
 	m := newMetrics(cfg.ServedModelName, cfg.Engine.MaxModelLen)
 	now := time.Now()
-	spec, _ := engine.LookupModel(cfg.Engine.ModelSpec) // NewPlan validated it
+	spec, _ := cfg.Engine.ResolveModel() // NewPlan validated it
 	return &server{
 		vocab:       spec.Vocab,
 		cfg:         cfg,
