@@ -131,7 +131,7 @@ type GPUSpec struct {
 	// (default) or "pytorch" (see samplerBytesPerEntry).
 	Sampler string `yaml:"sampler,omitempty" json:"sampler,omitempty"`
 	Source  string `yaml:"source,omitempty" json:"source,omitempty"`
-	Terms                `yaml:",inline" json:",inline"`
+	Terms   `yaml:",inline" json:",inline"`
 }
 
 // MemBytes is total memory in bytes.
