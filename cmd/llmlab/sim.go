@@ -64,7 +64,7 @@ var acceptedVLLMFlags = []string{
 var acceptedVLLMBoolFlags = []string{
 	"disable-log-requests", "enable-log-requests", "disable-log-stats", "trust-remote-code",
 	"disable-frontend-multiprocessing", "enable-auto-tool-choice", "disable-fastapi-docs",
-	"disable-uvicorn-access-log", "enable-chunked-prefill-default",
+	"disable-uvicorn-access-log",
 }
 
 func (e *engineFlags) register(fs *flag.FlagSet) {
@@ -248,14 +248,17 @@ func modelSpecFor(model string) string {
 // is a usage error that names it.
 func parseEngineArgs(fs *flag.FlagSet, ef *engineFlags, args []string) error {
 	args = normaliseVLLMArgs(args)
-	out := fs.Output()
-	fs.SetOutput(io.Discard) // print our own message, not the whole usage
-	defer fs.SetOutput(out)
+	// Print our own one-line message for a bad flag, not the whole usage;
+	// -h still prints the usage (once).
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	defer func() { fs.SetOutput(out); fs.Usage = usage }()
 	for {
 		err := fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(out)
-			fs.Usage()
+			usage()
 			return err
 		}
 		if err != nil {
