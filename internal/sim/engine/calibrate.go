@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"regexp"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -45,6 +47,36 @@ type StartupPoint struct {
 	MaxNumSeqs          int     `yaml:"max_num_seqs"`
 	MaxNumBatchedTokens int     `yaml:"max_num_batched_tokens"`
 	KVTokens            int     `yaml:"kv_tokens"`
+	// Log is vLLM's start-up log, pasted: "Model loading took X GiB",
+	// "GPU KV cache size: N tokens" and "Free memory on device (F/T GiB)"
+	// fill weight_gib, kv_tokens and memory_total_gib when those are unset.
+	Log string `yaml:"log"`
+}
+
+var (
+	reLoadGiB  = regexp.MustCompile(`Model loading took ([0-9.]+) ?GiB`)
+	reKVTokens = regexp.MustCompile(`GPU KV cache size: ([0-9,]+) tokens`)
+	reTotalGiB = regexp.MustCompile(`Free memory on device \(([0-9.]+)/([0-9.]+) GiB\)`)
+)
+
+// fromLog fills the point's unset figures from its pasted log.
+func (p *StartupPoint) fromLog() error {
+	if p.Log == "" {
+		return nil
+	}
+	if m := reLoadGiB.FindStringSubmatch(p.Log); m != nil && p.WeightGiB == 0 {
+		p.WeightGiB, _ = strconv.ParseFloat(m[1], 64)
+	}
+	if m := reKVTokens.FindStringSubmatch(p.Log); m != nil && p.KVTokens == 0 {
+		p.KVTokens, _ = strconv.Atoi(strings.ReplaceAll(m[1], ",", ""))
+	}
+	if m := reTotalGiB.FindStringSubmatch(p.Log); m != nil && p.MemoryTotalGiB == 0 {
+		p.MemoryTotalGiB, _ = strconv.ParseFloat(m[2], 64)
+	}
+	if p.KVTokens <= 0 || p.MemoryTotalGiB <= 0 || p.GPUMemUtil <= 0 || p.MaxNumSeqs <= 0 || p.MaxNumBatchedTokens <= 0 {
+		return fmt.Errorf("startup point %s needs kv_tokens, memory_total_gib, gpu_memory_utilization, max_num_seqs and max_num_batched_tokens (from the log or given)", p.label())
+	}
+	return nil
 }
 
 // DecodePoint is an inter-token latency at a batch size and mean context
@@ -54,6 +86,12 @@ type DecodePoint struct {
 	Batch      int     `yaml:"batch"`
 	Context    int     `yaml:"context"`
 	ITLMs      float64 `yaml:"itl_ms"`
+	// Alternatively `vllm bench latency --batch-size B --input-len I
+	// --output-len O`'s "Avg latency: S seconds": the ITL is then
+	// (S − the modelled prefill of B×I tokens) / (O − 1) at context I + O/2.
+	InputLen    int     `yaml:"input_len"`
+	OutputLen   int     `yaml:"output_len"`
+	AvgLatencyS float64 `yaml:"avg_latency_s"`
 }
 
 // PrefillPoint is a time to first token of a lone request.
@@ -111,6 +149,11 @@ func LoadMeasurements(path string) (Measurements, error) {
 	}
 	if len(ms.Startup)+len(ms.Decode)+len(ms.Prefill) == 0 {
 		return Measurements{}, fmt.Errorf("measurements %s: no startup, decode or prefill points to fit", path)
+	}
+	for i := range ms.Startup {
+		if err := ms.Startup[i].fromLog(); err != nil {
+			return Measurements{}, fmt.Errorf("measurements %s: %w", path, err)
+		}
 	}
 	return ms, nil
 }
@@ -197,6 +240,33 @@ func Fit(ms Measurements) (FitResult, error) {
 	}
 
 	// 2. Decode: ITL = a + c·B + bytes·x, x = 1/effective bandwidth.
+	// `vllm bench latency` points become ITL points first, with the prefill
+	// modelled by the base card's compute terms.
+	for i := range ms.Decode {
+		p := &ms.Decode[i]
+		if p.ITLMs > 0 || p.AvgLatencyS <= 0 {
+			continue
+		}
+		m, err := p.spec()
+		if err != nil {
+			return FitResult{}, fmt.Errorf("decode point %s: %w", p.label(), err)
+		}
+		if p.Batch <= 0 || p.InputLen <= 0 || p.OutputLen < 2 {
+			return FitResult{}, fmt.Errorf("decode point %s: a bench-latency point needs batch, input_len and output_len >= 2", p.label())
+		}
+		base := g
+		base.Terms = t
+		sm, err := NewStepModel(Config{GPUSpec: &base, Model: &m, MaxModelLen: m.MaxPositionEmbed})
+		if err != nil {
+			return FitResult{}, err
+		}
+		prefill := sm.Seconds(p.Batch*p.InputLen, 0, p.Batch*p.InputLen)
+		p.ITLMs = (p.AvgLatencyS - prefill) / float64(p.OutputLen-1) * 1e3
+		p.Context = p.InputLen + p.OutputLen/2
+		if p.ITLMs <= 0 {
+			return FitResult{}, fmt.Errorf("decode point %s: latency %v s is below the modelled prefill %v s", p.label(), p.AvgLatencyS, prefill)
+		}
+	}
 	if len(ms.Decode) > 0 {
 		var X [][]float64
 		var y []float64

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -112,5 +113,62 @@ func TestClosedLoopScales(t *testing.T) {
 	sm, _ := NewStepModel(cfg)
 	if one.MedianTTFTS < sm.FrontendRequestSeconds() {
 		t.Errorf("TTFT %v below the frontend cost %v", one.MedianTTFTS, sm.FrontendRequestSeconds())
+	}
+}
+
+// TestMeasurementsFromLogAndBenchLatency: a pasted vLLM start-up log fills
+// a start-up point, and `vllm bench latency` averages become decode points.
+func TestMeasurementsFromLogAndBenchLatency(t *testing.T) {
+	dir := t.TempDir()
+	// The bench-latency averages are what the default card's model says,
+	// so the fit must give the default bandwidth back.
+	g, _ := LookupGPU(DefaultGPU)
+	m, _ := LookupModel(DefaultModelSpec)
+	sm, _ := NewStepModel(Config{GPUSpec: &g, Model: &m, MaxModelLen: 512})
+	latency := func(b int) float64 {
+		s := sm.Seconds(b*128, 0, b*128)
+		for k := 1; k < 128; k++ {
+			s += sm.Seconds(0, b, b*(128+64))
+		}
+		return s
+	}
+	body := fmt.Sprintf(`gpu: rtx3050-4gb-laptop-wsl
+fixed: {step_overhead_s: true, per_seq_s: true}
+startup:
+  - model: qwen2.5-3b
+    quantization: awq
+    gpu_memory_utilization: 0.78
+    max_num_seqs: 8
+    max_num_batched_tokens: 2048
+    log: |
+      INFO [gpu_model_runner.py] Model loading took 1.9542 GiB and 3.96 seconds
+      INFO [kv_cache_utils.py] GPU KV cache size: 28,432 tokens
+      ValueError: Free memory on device (3.21/4.0 GiB) on startup is less than desired GPU memory utilization (0.9, 3.6 GiB).
+decode:
+  - {model: qwen2.5-0.5b, batch: 1, input_len: 128, output_len: 128, avg_latency_s: %v}
+  - {model: qwen2.5-0.5b, batch: 8, input_len: 128, output_len: 128, avg_latency_s: %v}
+`, latency(1), latency(8))
+	path := filepath.Join(dir, "m.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := LoadMeasurements(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := ms.Startup[0]; p.WeightGiB != 1.9542 || p.KVTokens != 28432 || p.MemoryTotalGiB != 4.0 {
+		t.Fatalf("from the log: %+v", p)
+	}
+	res, err := Fit(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := *res.Calibration.BandwidthEfficiency, *g.BandwidthEfficiency; math.Abs(got-want) > 0.01*want {
+		t.Errorf("bandwidth efficiency from bench latency %v, want %v", got, want)
+	}
+	// A log without the KV line is refused with what is missing.
+	_ = os.WriteFile(path, []byte("gpu: t4\nstartup:\n  - {model: qwen2.5-0.5b, gpu_memory_utilization: 0.9, max_num_seqs: 8, max_num_batched_tokens: 2048, log: 'Model loading took 1 GiB'}\n"), 0o644)
+	if _, err := LoadMeasurements(path); err == nil || !strings.Contains(err.Error(), "kv_tokens") {
+		t.Errorf("incomplete log: %v", err)
 	}
 }
