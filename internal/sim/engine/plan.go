@@ -124,9 +124,10 @@ func validBlockSize(b int) bool {
 }
 
 // cudaGraphCaptureMax is the largest batch vLLM captures a CUDA graph for:
-// its default capture sizes run up to min(2 × max_num_seqs, 512)
-// (VllmConfig._set_cudagraph_sizes; the RTX 3050 log of the calibration
-// source lists [16, 8, 4, 2, 1] at max_num_seqs 8).
+// min(2 × max_num_seqs, 512), then at most max_num_batched_tokens
+// (vllm/config/vllm.py VllmConfig._set_cudagraph_sizes, no speculative
+// decoding; the RTX 3050 log of the calibration source lists
+// [16, 8, 4, 2, 1] at max_num_seqs 8 and sizes up to 64 at 32).
 func cudaGraphCaptureMax(maxNumSeqs, maxNumBatchedTokens int) int {
 	return min(2*maxNumSeqs, 512, maxNumBatchedTokens)
 }
