@@ -172,3 +172,22 @@ decode:
 		t.Errorf("incomplete log: %v", err)
 	}
 }
+
+// TestExampleGPUSpecLoads: the example in configs/gpus loads and restates
+// the built-in card's spec-sheet figures.
+func TestExampleGPUSpecLoads(t *testing.T) {
+	g, err := LoadGPUSpec(filepath.Join("..", "..", "..", "configs", "gpus", "example-rtx3060-12gb.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := LookupGPU("rtx3060-12gb")
+	if g.MemoryTotalGiB != b.MemoryTotalGiB || g.BandwidthGBs != b.BandwidthGBs || g.FP16TFLOPS != b.FP16TFLOPS ||
+		*g.PerSeqS != *b.PerSeqS {
+		t.Errorf("example %+v differs from the built-in %+v", g, b)
+	}
+	cfg := defaultConfig(256, 2048)
+	cfg.GPUSpec = &g
+	if _, err := NewPlan(cfg); err != nil {
+		t.Error(err)
+	}
+}
