@@ -14,11 +14,17 @@ import (
 // the step-time model, for documentation and for checking a configuration
 // without starting anything.
 type planReport struct {
-	GPU       string             `json:"gpu"`
-	ModelSpec string             `json:"model_spec"`
-	Plan      engine.Plan        `json:"plan"`
-	Log       []string           `json:"log"`
-	Linear    engine.Calibration `json:"step_linear"`
+	GPU       string `json:"gpu"`
+	ModelSpec string `json:"model_spec"`
+	// VLLMVersion is the vLLM source the memory algorithm follows.
+	VLLMVersion string `json:"vllm_version"`
+	// KVBytesPerToken is the model's KV cache size per token as modelled.
+	KVBytesPerToken int64 `json:"kv_bytes_per_token"`
+	// FrontendRequestSeconds is the API server's modelled cost per request (in TTFT).
+	FrontendRequestSeconds float64            `json:"frontend_request_s"`
+	Plan                   engine.Plan        `json:"plan"`
+	Log                    []string           `json:"log"`
+	Linear                 engine.Calibration `json:"step_linear"`
 	// DecodeStepSeconds is the modelled time of a pure decode step at each
 	// batch size, every sequence with a 300-token context.
 	DecodeStepSeconds map[string]float64 `json:"decode_step_s_ctx300"`
@@ -34,10 +40,13 @@ func runSimPlan(args []string, stdout, stderr io.Writer) error {
 	var ef engineFlags
 	ef.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: llmlab sim plan [flags]\n\nPrints the memory plan and modelled step times of a configuration as JSON. Flags:")
+		fmt.Fprintln(stderr, "usage: llmlab sim plan [MODEL] [flags]\n\n"+
+			"Prints the memory plan (vLLM's start-up algorithm, "+engine.VLLMVersion+") and modelled\n"+
+			"step times of a configuration as JSON; a configuration vLLM would refuse prints vLLM's\n"+
+			"error and exits 1. Exit codes: 0 ok, 1 the configuration does not start, 2 usage. Flags:")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseEngineArgs(fs, &ef, args); err != nil {
 		return err
 	}
 	cfg, err := ef.engineConfig()
@@ -52,8 +61,11 @@ func runSimPlan(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("step model: %w", err)
 	}
+	m, _ := cfg.ResolveModel()
 	rep := planReport{
-		GPU: cfg.GPU, ModelSpec: cfg.ModelSpec, Plan: plan, Log: plan.LogLines(cfg), Linear: sm.Linear(),
+		GPU: cfg.GPU, ModelSpec: cfg.ModelSpec, VLLMVersion: engine.VLLMVersion,
+		KVBytesPerToken: m.KVBytesPerToken(), FrontendRequestSeconds: sm.FrontendRequestSeconds(),
+		Plan: plan, Log: plan.LogLines(cfg), Linear: sm.Linear(),
 		DecodeStepSeconds: map[string]float64{},
 		Prefill200Seconds: sm.Seconds(200, 0, 200),
 	}

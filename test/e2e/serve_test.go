@@ -271,13 +271,14 @@ func TestServeKilledWorkerIsRestartedOnDemand(t *testing.T) {
 
 func TestServeWorkerThatCannotStartGives503(t *testing.T) {
 	prof := filepath.Join(t.TempDir(), "oom.yaml")
-	// 256 seqs × 16384 batched tokens does not fit the default 4 GB card.
+	// 256 seqs × 16384 batched tokens at util 0.35 does not fit the default 4 GB card.
 	if err := os.WriteFile(prof, []byte(`name: oom
 engine: sim
 model: Qwen/Qwen2.5-0.5B-Instruct
 served_model_name: qwen2.5-0.5b-instruct
 engine_args:
   max_model_len: 512
+  gpu_memory_utilization: 0.35
   max_num_seqs: 256
   max_num_batched_tokens: 16384
 gateway:

@@ -86,7 +86,7 @@ func TestSimRunShort(t *testing.T) {
 }
 
 func TestSimRunOOM(t *testing.T) {
-	code, out := simRun(t, "--rate", "1", "--duration", "10s", "--max-num-seqs", "256", "--max-num-batched-tokens", "16384")
+	code, out := simRun(t, "--rate", "1", "--duration", "10s", "--max-num-seqs", "256", "--max-num-batched-tokens", "16384", "--gpu-memory-utilization", "0.35")
 	if code == 0 {
 		t.Fatalf("OOM configuration exited 0:\n%s", out)
 	}
@@ -164,7 +164,7 @@ func TestSimPlan(t *testing.T) {
 	if !(rep.Decode["1"] > 0.005 && rep.Decode["1"] < rep.Decode["64"] && rep.Decode["64"] < rep.Decode["256"]) {
 		t.Errorf("decode step times %v", rep.Decode)
 	}
-	p = start(t, "sim", "plan", "--max-num-seqs", "256", "--max-num-batched-tokens", "16384")
+	p = start(t, "sim", "plan", "--max-num-seqs", "256", "--max-num-batched-tokens", "16384", "--gpu-memory-utilization", "0.35")
 	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.out.String(), "No available memory for the cache blocks") {
 		t.Errorf("OOM plan: exit %d\n%s", code, p.out.String())
 	}

@@ -317,7 +317,7 @@ func TestSimServeBusyPortFailsAtOnce(t *testing.T) {
 // leaves no KV cache on the default 4 GB card exits 1 with vLLM's text.
 func TestSimServeOOMExitsNonZero(t *testing.T) {
 	p := start(t, "sim", "--port", itoa(freePort(t)), "--startup-seconds", "0",
-		"--max-num-seqs", "256", "--max-num-batched-tokens", "16384")
+		"--max-num-seqs", "256", "--max-num-batched-tokens", "16384", "--gpu-memory-utilization", "0.35")
 	if code := p.wait(t, 30*time.Second); code == 0 {
 		t.Fatalf("exit code 0:\n%s", p.out.String())
 	}

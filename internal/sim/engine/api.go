@@ -27,6 +27,16 @@ type Config struct {
 	EnablePrefixCaching bool
 	// Calibration, when non-nil, overrides the roofline step-time coefficients.
 	Calibration *Calibration
+	// GPUSpec, when non-nil, is the card itself (--gpu-spec FILE); GPU is
+	// then only its label.
+	GPUSpec *GPUSpec
+	// Model, when non-nil, is the architecture itself (a config.json, or a
+	// built-in spec with --dtype/--quantization/--kv-cache-dtype applied);
+	// ModelSpec is then only its label.
+	Model *ModelSpec
+	// EnforceEager is --enforce-eager: no CUDA graphs are captured, so no
+	// graph pool is allocated at start-up.
+	EnforceEager bool
 }
 
 // Plan is the outcome of start-up memory profiling, as vLLM logs it.
@@ -35,7 +45,7 @@ type Plan struct {
 	BudgetBytes     int64 `json:"budget_bytes"`     // gpu_memory_utilization × TotalBytes
 	WeightBytes     int64 `json:"weight_bytes"`     // model weights
 	ActivationBytes int64 `json:"activation_bytes"` // peak activation of the profiling run
-	OverheadBytes   int64 `json:"overhead_bytes"`   // CUDA context, CUDA graphs, non-torch allocations
+	OverheadBytes   int64 `json:"overhead_bytes"`   // non-torch increase during profiling (cuBLAS/attention workspaces)
 	KVBytes         int64 `json:"kv_bytes"`         // what is left for the KV cache
 	NumBlocks       int   `json:"num_blocks"`       // KV blocks of BlockSize tokens
 	KVTokens        int   `json:"kv_tokens"`        // NumBlocks × BlockSize ("GPU KV cache size: N tokens")
@@ -47,6 +57,18 @@ type Plan struct {
 	// (weights, profiling, CUDA graph capture), used when --startup-seconds
 	// is not given.
 	StartupSeconds float64 `json:"startup_seconds"`
+	// FreeAtStartBytes is free memory at vLLM's first snapshot.
+	FreeAtStartBytes int64 `json:"free_at_start_bytes"`
+	// ForwardPeakBytes and SamplerPeakBytes are the two candidates for the
+	// activation peak; ActivationBytes is the larger (vLLM frees the
+	// forward pass's intermediates before sampling).
+	ForwardPeakBytes int64 `json:"forward_peak_bytes"`
+	SamplerPeakBytes int64 `json:"sampler_peak_bytes"`
+	// CUDAGraphBytes is the graph pool captured after the KV cache is
+	// allocated, from memory outside the budget (0 with --enforce-eager).
+	CUDAGraphBytes int64 `json:"cuda_graph_bytes"`
+	// VLLMVersion is the vLLM source the memory algorithm follows.
+	VLLMVersion string `json:"vllm_version"`
 }
 
 // Request is one sequence handed to the scheduler. The caller decides how
@@ -117,13 +139,25 @@ func (s Stats) KVUsage() float64 {
 	return float64(s.UsedBlocks) / float64(s.TotalBlocks)
 }
 
-// Calibration holds measured step-time coefficients:
-// step = A + B·prefill_tokens + C·decode_seqs + D·Σcontext (seconds).
+// Calibration holds measured terms, in either of two forms:
+//
+//   - the roofline terms (Terms: bandwidth/compute efficiency, per-step and
+//     per-sequence overhead, frontend cost, non-torch and CUDA-graph
+//     memory), which override the GPU spec's and keep the roofline form;
+//     this is what `llmlab sim calibrate` writes;
+//   - the linear form step = A + B·prefill_tokens + C·decode_seqs +
+//     D·Σcontext (seconds), which replaces the roofline altogether; with
+//     it, only the frontend terms of the same file apply.
 type Calibration struct {
-	A float64 `json:"a_s" yaml:"a_s"`
-	B float64 `json:"b_s_per_prefill_token" yaml:"b_s_per_prefill_token"`
-	C float64 `json:"c_s_per_decode_seq" yaml:"c_s_per_decode_seq"`
-	D float64 `json:"d_s_per_context_token" yaml:"d_s_per_context_token"`
+	A float64 `json:"a_s,omitempty" yaml:"a_s,omitempty"`
+	B float64 `json:"b_s_per_prefill_token,omitempty" yaml:"b_s_per_prefill_token,omitempty"`
+	C float64 `json:"c_s_per_decode_seq,omitempty" yaml:"c_s_per_decode_seq,omitempty"`
+	D float64 `json:"d_s_per_context_token,omitempty" yaml:"d_s_per_context_token,omitempty"`
+	// Terms override the GPU spec's terms (nil fields keep the spec's).
+	Terms `yaml:",inline" json:",inline"`
+	// Source says where the terms came from (free text, e.g. the
+	// measurements file and the fit error).
+	Source string `json:"source,omitempty" yaml:"source,omitempty"`
 }
 
 // The functions below are implemented in the package's other files:
@@ -140,5 +174,10 @@ type Calibration struct {
 //   func (s *Scheduler) HasWork() bool           // anything running or waiting
 //   func LoadCalibration(path string) (*Calibration, error)
 //   func GPUNames() []string; func ModelNames() []string
+//   func LoadGPUSpec(path string) (GPUSpec, error)   // --gpu-spec FILE
+//   func LoadHFConfig(path string) (ModelSpec, error) // a model dir's config.json
+//   func (c Config) ResolveGPU() (GPUSpec, error); func (c Config) ResolveModel() (ModelSpec, error)
+//   func (sm StepModel) FrontendRequestSeconds() float64 // API-server cost per request (TTFT)
+//   func (sm StepModel) FrontendTokenSeconds() float64   // API-server cost per streamed token
 //
 // Scheduler is not safe for concurrent use; the live server serialises calls.

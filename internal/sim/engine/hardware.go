@@ -2,50 +2,16 @@ package engine
 
 import (
 	"fmt"
-	"slices"
+	"math"
+	"strings"
 )
 
-// GiB is 2^30 bytes, the unit vLLM logs memory in.
-const GiB = 1 << 30
-
-// MiB is 2^20 bytes.
-const MiB = 1 << 20
-
-// GPUSpec is what the memory plan and the roofline need to know about a card.
-// Bandwidth and peak FLOP/s are public spec-sheet figures; the efficiency,
-// overhead and start-up figures are estimates, documented per field.
-type GPUSpec struct {
-	Name string
-	// MemBytes is the card's memory as CUDA reports it (torch.cuda.mem_get_info total).
-	MemBytes int64
-	// BandwidthBps is the DRAM bandwidth, bytes/s (spec sheet). Decode is
-	// bandwidth-bound, so the spec figure is used as is: the design's 5.2 ms
-	// decode floor for 0.99 GB of weights at 192 GB/s assumes exactly that.
-	BandwidthBps float64
-	// PeakFLOPS is dense fp16/bf16 tensor-core throughput, FLOP/s (no sparsity).
-	PeakFLOPS float64
-	// ComputeEfficiency is the fraction of PeakFLOPS that the GEMMs of a
-	// 0.5B-class model reach. Hidden sizes of 896–1024 make thin GEMMs, and
-	// laptop parts throttle to their power limit, so consumer cards get less.
-	ComputeEfficiency float64
-	// StepOverheadSeconds is the fixed cost of one engine step that is not GPU
-	// math: the Python scheduler, input preparation, the CUDA-graph launch and
-	// detokenisation hand-off. It is larger on a laptop CPU than on a server.
-	StepOverheadSeconds float64
-	// NonTorchBytes is memory outside PyTorch's allocator that vLLM's profiler
-	// subtracts before sizing the KV pool: the CUDA context (larger on a
-	// laptop part whose driver also reserves memory for the display),
-	// cuBLAS/cuBLASLt workspaces and NCCL buffers.
-	NonTorchBytes int64
-	// WarmupSeconds is torch.compile (warm cache) plus CUDA-graph capture of
-	// vLLM's 67 batch sizes for a 24-layer model; scaled by layer count.
-	WarmupSeconds float64
-}
-
-// ModelSpec is the architecture of a model as its config.json gives it.
+// ModelSpec is a dense decoder's architecture as its config.json gives it,
+// plus how its weights are stored for serving.
 type ModelSpec struct {
 	Name             string
-	HFName           string // the Hugging Face repository it describes
+	HFName           string // the Hugging Face repository (or local path) it describes
+	ModelType        string // config.json model_type: qwen2, qwen3, llama…
 	Layers           int
 	Hidden           int
 	Heads            int
@@ -53,115 +19,133 @@ type ModelSpec struct {
 	HeadDim          int
 	Intermediate     int
 	Vocab            int
-	Params           int64 // total parameters (embedding tied with lm_head)
+	Params           int64 // total parameters (a tied lm_head counted once)
+	LinearParams     int64 // parameters in the layers' q/k/v/o and MLP matrices
+	EmbedParams      int64 // embedding (+ lm_head when untied)
 	MaxPositionEmbed int   // max_position_embeddings: the largest max_model_len
-	DtypeBytes       int   // bf16 = 2
+	DtypeBytes       int   // serving dtype of weights and activations: bf16/fp16 = 2
+	Tied             bool  // tie_word_embeddings
+	// Quantization is "", "awq", "gptq" or "fp8" (--quantization).
+	Quantization string
+	// WeightBytesOverride, when > 0, replaces the computed weight size (what
+	// vLLM's "Model loading took X GiB" line says for an unusual checkpoint).
+	WeightBytesOverride int64
+	// KVDtypeBytes is the KV cache element size (--kv-cache-dtype); 0 means
+	// DtypeBytes.
+	KVDtypeBytes int
 }
 
-// WeightBytes is the size of the weights in the serving dtype.
-func (m ModelSpec) WeightBytes() int64 { return m.Params * int64(m.DtypeBytes) }
+// quantGroup is the group size of the AWQ/GPTQ checkpoints vLLM serves
+// (quantization_config.group_size = 128 in Qwen's -AWQ/-GPTQ-Int4 repos).
+const quantGroup = 128
+
+// SetQuantization applies --quantization. AWQ and GPTQ store the q/k/v/o
+// and MLP matrices as 4-bit integers with, per group of 128 input rows, an
+// fp16 scale and a 4-bit zero point (awq_marlin/gptq_marlin repack the
+// same bytes); embeddings, lm_head and norms stay fp16. fp8 stores those
+// matrices in one byte per weight.
+func (m *ModelSpec) SetQuantization(q string) error {
+	switch strings.ToLower(q) {
+	case "", "none":
+		m.Quantization = ""
+	case "awq", "awq_marlin":
+		m.Quantization = "awq"
+	case "gptq", "gptq_marlin":
+		m.Quantization = "gptq"
+	case "fp8":
+		m.Quantization = "fp8"
+	default:
+		return fmt.Errorf("unsupported --quantization %q (modelled: awq, awq_marlin, gptq, gptq_marlin, fp8)", q)
+	}
+	if m.Quantization != "" && m.DtypeBytes > 2 {
+		m.DtypeBytes = 2 // quantised kernels run fp16 activations
+	}
+	return nil
+}
+
+// WeightBytes is the size of the weights as loaded for serving.
+func (m ModelSpec) WeightBytes() int64 {
+	if m.WeightBytesOverride > 0 {
+		return m.WeightBytesOverride
+	}
+	rest := (m.Params - m.LinearParams) * int64(m.DtypeBytes)
+	switch m.Quantization {
+	case "awq", "gptq":
+		perWeight := 0.5 + (2+0.5)/quantGroup // 4-bit weight + fp16 scale + 4-bit zero per group
+		return int64(math.Round(float64(m.LinearParams)*perWeight)) + rest
+	case "fp8":
+		return m.LinearParams + rest
+	}
+	return m.Params * int64(m.DtypeBytes)
+}
 
 // KVBytesPerToken is K and V for every layer and KV head:
-// 2 × layers × kv_heads × head_dim × dtype bytes.
+// 2 × layers × kv_heads × head_dim × KV dtype bytes (vLLM's
+// AttentionSpec.page_size_bytes / block_size, summed over layers).
 func (m ModelSpec) KVBytesPerToken() int64 {
-	return int64(2 * m.Layers * m.KVHeads * m.HeadDim * m.DtypeBytes)
+	b := m.KVDtypeBytes
+	if b <= 0 {
+		b = m.DtypeBytes
+	}
+	return int64(2 * m.Layers * m.KVHeads * m.HeadDim * b)
 }
 
-// gpus are the cards llmlab can model. Bandwidth and FLOP/s: NVIDIA spec
-// sheets (dense fp16 tensor with fp16 accumulate for GeForce parts).
-var gpus = []GPUSpec{
-	{
-		// RTX 3050 Laptop 4 GB: GA107, 128-bit GDDR6 at 12 Gbps.
-		Name: "rtx3050-4gb-laptop", MemBytes: 4 * GiB, BandwidthBps: 192e9, PeakFLOPS: 24e12,
-		ComputeEfficiency: 0.4, StepOverheadSeconds: 1.0e-3, NonTorchBytes: 576 * MiB,
-		WarmupSeconds: 24,
-	},
-	{
-		// RTX 3050 8 GB desktop: GA106/GA107, 128-bit at 14 Gbps.
-		Name: "rtx3050-8gb", MemBytes: 8 * GiB, BandwidthBps: 224e9, PeakFLOPS: 36e12,
-		ComputeEfficiency: 0.45, StepOverheadSeconds: 0.8e-3, NonTorchBytes: 512 * MiB,
-		WarmupSeconds: 18,
-	},
-	{
-		// RTX 4060 8 GB: AD107, 128-bit at 17 Gbps.
-		Name: "rtx4060-8gb", MemBytes: 8 * GiB, BandwidthBps: 272e9, PeakFLOPS: 60e12,
-		ComputeEfficiency: 0.45, StepOverheadSeconds: 0.7e-3, NonTorchBytes: 512 * MiB,
-		WarmupSeconds: 15,
-	},
-	{
-		// A100 40 GB (SXM/PCIe): HBM2, 1555 GB/s, 312 TFLOP/s bf16 dense.
-		Name: "a100-40gb", MemBytes: 40 * GiB, BandwidthBps: 1555e9, PeakFLOPS: 312e12,
-		ComputeEfficiency: 0.5, StepOverheadSeconds: 0.5e-3, NonTorchBytes: 640 * MiB,
-		WarmupSeconds: 10,
-	},
-	{
-		// H100 80 GB SXM: HBM3, 3.35 TB/s, 989 TFLOP/s bf16 dense.
-		Name: "h100-80gb", MemBytes: 80 * GiB, BandwidthBps: 3350e9, PeakFLOPS: 989e12,
-		ComputeEfficiency: 0.5, StepOverheadSeconds: 0.4e-3, NonTorchBytes: 768 * MiB,
-		WarmupSeconds: 8,
-	},
+// ForwardBytesPerToken is the activation memory per batched token at the
+// peak of the profiling forward pass: in the MLP of one layer the gate_up
+// projection's output (2·I) and SiluAndMul's output (I) are live together
+// with the residual stream and the normed hidden state (2·H), in the
+// activation dtype. Earlier layers' tensors are freed (inference mode), and
+// attention's q/k/v (≤ 3·H here) are gone before the MLP runs.
+func (m ModelSpec) ForwardBytesPerToken() int64 {
+	return int64((3*m.Intermediate + 2*m.Hidden) * m.DtypeBytes)
 }
 
-// models are the architectures llmlab can model (from their config.json).
-var models = []ModelSpec{
-	{
-		Name: "qwen2.5-0.5b", HFName: "Qwen/Qwen2.5-0.5B-Instruct",
-		Layers: 24, Hidden: 896, Heads: 14, KVHeads: 2, HeadDim: 64, Intermediate: 4864,
-		Vocab: 151936, Params: 494_032_768, MaxPositionEmbed: 32768, DtypeBytes: 2,
-	},
-	{
-		// 28 × (q 1024→2048, k/v 1024→1024, o 2048→1024, MLP 3×1024×3072)
-		// + 151936×1024 tied embedding ≈ 0.596 B parameters.
-		Name: "qwen3-0.6b", HFName: "Qwen/Qwen3-0.6B",
-		Layers: 28, Hidden: 1024, Heads: 16, KVHeads: 8, HeadDim: 128, Intermediate: 3072,
-		Vocab: 151936, Params: 596_049_920, MaxPositionEmbed: 40960, DtypeBytes: 2,
-	},
-}
-
-// DefaultGPU and DefaultModelSpec are what `llmlab sim` models unless told.
+// Sampler paths of vLLM's profiling sampler pass (_dummy_sampler_run in
+// vllm/v1/worker/gpu_model_runner.py asks for top_k = vocab−1 and
+// top_p = 0.9, so top-k/top-p filtering runs in full).
 const (
-	DefaultGPU       = "rtx3050-4gb-laptop"
-	DefaultModelSpec = "qwen2.5-0.5b"
+	// SamplerFlashInfer is TopKTopPSampler.forward_cuda with FlashInfer,
+	// what vLLM 0.11 uses when FlashInfer is installed (the RTX 3050 log of
+	// the calibration source says so).
+	SamplerFlashInfer = "flashinfer"
+	// SamplerPyTorch is apply_top_k_top_p_pytorch: a full sort of the
+	// vocabulary (current vLLM on cards with ≤ 16 SMs, or no FlashInfer).
+	SamplerPyTorch = "pytorch"
 )
 
-// GPUNames lists the known GPUs.
-func GPUNames() []string {
-	out := make([]string, len(gpus))
-	for i, g := range gpus {
-		out[i] = g.Name
+// samplerBytesPerEntry is, per dummy request and vocabulary entry, what the
+// sampler pass holds at its peak.
+//
+// FlashInfer (flashinfer/sampling.py top_k_top_p_sampling_from_logits,
+// filter order top_k_first): the bf16 logits of compute_logits (2) and
+// Sampler.forward's fp32 copy (4) stay live while top_k_mask_logits
+// writes fp32 masked logits (4) and softmax fp32 probabilities (4): 14 B.
+//
+// PyTorch: measured, not derived — torch.sort's workspace sets the peak.
+// configs/calibration/measure_sampler_peak.py (the same ops, PyTorch 2.11,
+// on an H200) gives 38.0 B per entry for 1 request or ≥ 128 requests and
+// 50.2–50.8 B for 2–96 requests, for vocabularies of 151,936 and 128,256.
+func samplerBytesPerEntry(path string, reqs int) int64 {
+	if path == SamplerPyTorch {
+		if reqs >= 2 && reqs < 128 {
+			return 51
+		}
+		return 38
 	}
-	return out
+	return 14
 }
 
-// ModelNames lists the known models.
-func ModelNames() []string {
-	out := make([]string, len(models))
-	for i, m := range models {
-		out[i] = m.Name
-	}
-	return out
+// SamplerBytesPerSeq is the sampler's per-request peak in the profiling
+// run on vLLM's default (FlashInfer) path.
+func (m ModelSpec) SamplerBytesPerSeq() int64 {
+	return int64(m.Vocab) * samplerBytesPerEntry(SamplerFlashInfer, 1)
 }
 
-// LookupGPU returns the spec of a known GPU; "" means the default.
-func LookupGPU(name string) (GPUSpec, error) {
-	if name == "" {
-		name = DefaultGPU
-	}
-	i := slices.IndexFunc(gpus, func(g GPUSpec) bool { return g.Name == name })
-	if i < 0 {
-		return GPUSpec{}, fmt.Errorf("unknown GPU %q (known: %v)", name, GPUNames())
-	}
-	return gpus[i], nil
+// samplerPeak is the sampler pass's peak for reqs requests on a path.
+func (m ModelSpec) samplerPeak(path string, reqs int) int64 {
+	return int64(reqs) * int64(m.Vocab) * samplerBytesPerEntry(path, reqs)
 }
 
-// LookupModel returns the spec of a known model; "" means the default.
-func LookupModel(name string) (ModelSpec, error) {
-	if name == "" {
-		name = DefaultModelSpec
-	}
-	i := slices.IndexFunc(models, func(m ModelSpec) bool { return m.Name == name })
-	if i < 0 {
-		return ModelSpec{}, fmt.Errorf("unknown model spec %q (known: %v)", name, ModelNames())
-	}
-	return models[i], nil
-}
+// ActivationBytesPerToken is ForwardBytesPerToken (kept for callers of the
+// first engine API).
+func (m ModelSpec) ActivationBytesPerToken() int64 { return m.ForwardBytesPerToken() }

@@ -7,73 +7,80 @@ import (
 	"strings"
 )
 
-// Memory model of vLLM's start-up profiling (gpu_worker.determine_available_memory):
+// VLLMVersion is the vLLM source the memory plan follows. The algorithm was
+// read in vllm-project/vllm at commit 35d5cda123ec (vllm/v1/worker/
+// gpu_worker.py); it is the same as in v0.11.0, the release the calibration
+// data of the default card ran (docs/calibration.md).
+const VLLMVersion = "vLLM V1 worker at 35d5cda123ec (algorithm as in v0.11.0)"
+
+// Start-up memory, as vLLM's V1 worker plans it (all in
+// vllm/v1/worker/gpu_worker.py unless said otherwise):
 //
-//	budget   = gpu_memory_utilization × total GPU memory
-//	KV pool  = budget − weights − activation peak − non-torch − CUDA graphs
+//	Worker.init_device: snapshot after the CUDA context exists;
+//	    requested = gpu_memory_utilization × total (total as torch reports it);
+//	    free at start < requested → ValueError "Free memory on device …"
+//	Worker.determine_available_memory: memory_profiling() around
+//	    GPUModelRunner.profile_run (a forward pass over max_num_batched_tokens
+//	    dummy tokens, then _dummy_sampler_run over max_num_seqs requests);
+//	    KV = requested − (weights + torch_peak_increase + non_torch_increase)
+//	    (non_kv_cache_memory in vllm/utils/mem_utils.py).
+//	Worker.compile_or_warm_up_model: CUDA graphs are captured after the KV
+//	    cache is allocated and are not in the formula: they must fit in the
+//	    memory left outside `requested`.
 //
-// The activation peak is what PyTorch's allocator high-water mark grows by
-// during the profiling run, which does one forward pass over
-// max_num_batched_tokens dummy tokens and then one sampler pass over
-// max_num_seqs dummy requests. Both terms are modelled from first
-// principles below; the constants are estimates, chosen so that on the
-// default 4 GB card the profiles of configs/model_profiles fit and the
-// largest points of the M4 grid do not, as they would not on the real card.
+// The torch peak increase is the larger of the forward pass and the sampler
+// pass (profile_run deletes the forward intermediates layer by layer; only
+// the final hidden states stay live through sampling), not their sum.
 const (
-	// activationSlack multiplies the bytes that are live at the MLP peak of
-	// one layer. PyTorch's caching allocator rounds blocks and keeps freed
-	// segments of the previous layer, and torch.compile's fused kernels keep
-	// extra workspaces; measured high-water marks of small models run about
-	// 1.3–1.5× the tensor sizes.
-	activationSlack = 1.4
-	// samplerBytesPerVocabEntry is, per dummy request, how many bytes per
-	// vocabulary entry the sampler holds at its peak. The profiling run
-	// exercises top-k/top-p: bf16 logits (2) → fp32 logits (4), sorted values
-	// (4) and int64 sort indices (8), softmax of the sorted values (4), their
-	// cumsum (4), the scattered-back logits (4), probabilities (4), the
-	// exponential noise of Gumbel sampling (4) and raw logprobs (4): 42 bytes.
-	// With a 151,936-token vocabulary that is 6.1 MiB per sequence — which is
-	// why max_num_seqs, not only the token budget, eats KV cache on a small card.
-	samplerBytesPerVocabEntry = 42
-	// cudaGraphBytesPerSeqLayer is the CUDA-graph memory pool per captured
-	// batch slot and layer (vLLM captures graphs for batch sizes up to
-	// max_num_seqs; the pool grows with the largest one). An estimate.
-	cudaGraphBytesPerSeqLayer = 8 << 10
-	// cudaGraphBaseBytes is the graph pool's fixed part.
-	cudaGraphBaseBytes = 16 * MiB
 	// processInitSeconds is Python import, engine-core process spawn and
-	// tokenizer load before any GPU work: CPU-bound, about the same on every host.
+	// tokenizer load before any GPU work (CPU-bound). An estimate: the
+	// calibration source gives only the total (48 s, see warmup_s in
+	// specs/gpus.yaml), which the split leaves unchanged for its model.
 	processInitSeconds = 10.0
-	// weightLoadBps is the rate at which safetensors load from page cache or
-	// NVMe into GPU memory.
-	weightLoadBps = 2e9
+	// weightLoadBps is the rate safetensors load into GPU memory from a
+	// warm cache: "Model loading took 1.9542 GiB and 3.96 seconds" on the
+	// RTX 3050 (PROGRESS_LOG.md, Stage 7): 2.098 GB / 3.96 s.
+	weightLoadBps = 0.53e9
 )
 
-// ActivationBytesPerToken is the per-token part of the profiling run's peak:
-// at the MLP of one layer the gate_up output (2·I), the SiLU·mul output (I),
-// q/k/v ((heads + 2·kv_heads)·head_dim), and the hidden state, residual,
-// attention output and o_proj output (4·H) are live in bf16, plus RMSNorm's
-// fp32 upcast of the hidden state (2×4·H bytes), all times activationSlack.
-// For Qwen2.5-0.5B this is ≈ 63 KiB per token.
-func (m ModelSpec) ActivationBytesPerToken() int64 {
-	bf16 := 2 * (3*m.Intermediate + (m.Heads+2*m.KVHeads)*m.HeadDim + 4*m.Hidden)
-	fp32Norm := 8 * m.Hidden
-	return int64(math.Round(activationSlack * float64(bf16+fp32Norm)))
+// ResolveGPU is the card cfg models: GPUSpec when set, else the built-in GPU.
+func (c Config) ResolveGPU() (GPUSpec, error) {
+	if c.GPUSpec != nil {
+		return *c.GPUSpec, nil
+	}
+	return LookupGPU(c.GPU)
 }
 
-// SamplerBytesPerSeq is the sampler's per-request peak in the profiling run.
-func (m ModelSpec) SamplerBytesPerSeq() int64 {
-	return int64(m.Vocab) * samplerBytesPerVocabEntry
+// ResolveModel is the architecture cfg models: Model when set, else the
+// built-in model spec.
+func (c Config) ResolveModel() (ModelSpec, error) {
+	if c.Model != nil {
+		return *c.Model, nil
+	}
+	return LookupModel(c.ModelSpec)
+}
+
+// terms are the GPU's terms with the calibration's overrides applied.
+func (c Config) terms(g GPUSpec) Terms {
+	t := g.Terms.merge(DefaultTerms())
+	if c.Calibration != nil {
+		t = c.Calibration.Terms.merge(t)
+	}
+	return t
 }
 
 // ValidateConfig checks the configuration the way vLLM's config classes do,
 // with their messages, and fills nothing in: zero values are errors.
 func ValidateConfig(cfg Config) error {
-	m, err := LookupModel(cfg.ModelSpec)
+	m, err := cfg.ResolveModel()
 	if err != nil {
 		return err
 	}
-	if _, err := LookupGPU(cfg.GPU); err != nil {
+	g, err := cfg.ResolveGPU()
+	if err != nil {
+		return err
+	}
+	if err := g.validate(); err != nil {
 		return err
 	}
 	switch {
@@ -119,26 +126,63 @@ func validBlockSize(b int) bool {
 	return false
 }
 
+// cudaGraphCaptureMax is the largest batch vLLM captures a CUDA graph for:
+// min(2 × max_num_seqs, 512), then at most max_num_batched_tokens
+// (vllm/config/vllm.py VllmConfig._set_cudagraph_sizes, no speculative
+// decoding; the RTX 3050 log of the calibration source lists
+// [16, 8, 4, 2, 1] at max_num_seqs 8 and sizes up to 64 at 32).
+func cudaGraphCaptureMax(maxNumSeqs, maxNumBatchedTokens int) int {
+	return min(2*maxNumSeqs, 512, maxNumBatchedTokens)
+}
+
 // NewPlan validates cfg and profiles memory as vLLM does at start-up. A
 // configuration that does not fit returns vLLM's error text.
 func NewPlan(cfg Config) (Plan, error) {
 	if err := ValidateConfig(cfg); err != nil {
 		return Plan{}, err
 	}
-	g, _ := LookupGPU(cfg.GPU)
-	m, _ := LookupModel(cfg.ModelSpec)
+	g, _ := cfg.ResolveGPU()
+	m, _ := cfg.ResolveModel()
+	t := cfg.terms(g)
 
 	p := Plan{
-		TotalBytes:  g.MemBytes,
-		BudgetBytes: int64(cfg.GPUMemoryUtilization * float64(g.MemBytes)),
-		WeightBytes: m.WeightBytes(),
-		ActivationBytes: int64(cfg.MaxNumBatchedTokens)*m.ActivationBytesPerToken() +
-			int64(cfg.MaxNumSeqs)*m.SamplerBytesPerSeq(),
-		OverheadBytes: g.NonTorchBytes + cudaGraphBaseBytes +
-			int64(cfg.MaxNumSeqs)*int64(m.Layers)*cudaGraphBytesPerSeqLayer,
+		TotalBytes:       g.MemBytes(),
+		FreeAtStartBytes: g.FreeBytes(),
+		BudgetBytes:      int64(cfg.GPUMemoryUtilization * float64(g.MemBytes())),
+		WeightBytes:      m.WeightBytes(),
+		OverheadBytes:    int64(val(t.NonTorchIncreaseGiB) * GiB),
+		VLLMVersion:      VLLMVersion,
 		StartupSeconds: processInitSeconds + float64(m.WeightBytes())/weightLoadBps +
-			g.WarmupSeconds*float64(m.Layers)/24,
+			val(t.WarmupS)*float64(m.Layers)/24,
 	}
+	// Worker.init_device: the free-memory check, in vLLM's words (GiB
+	// rounded to 2 places, as its GiB lambda does).
+	if p.FreeAtStartBytes < p.BudgetBytes {
+		r := func(b int64) string { return pyFloat(math.Round(float64(b)/GiB*100) / 100) }
+		return p, fmt.Errorf("ValueError: Free memory on device (%s/%s GiB) on startup is less than desired "+
+			"GPU memory utilization (%s, %s GiB). Decrease GPU memory utilization or reduce GPU memory "+
+			"used by other processes.", r(p.FreeAtStartBytes), r(p.TotalBytes), pyFloat(cfg.GPUMemoryUtilization), r(p.BudgetBytes))
+	}
+	// Worker.load_model: weights that do not fit in free memory fail while
+	// loading, before any profiling.
+	if p.WeightBytes > p.FreeAtStartBytes {
+		return p, fmt.Errorf("torch.OutOfMemoryError: CUDA out of memory while loading the model weights "+
+			"(%.2f GiB of weights, %.2f GiB free of %.2f GiB total).",
+			float64(p.WeightBytes)/GiB, float64(p.FreeAtStartBytes)/GiB, float64(p.TotalBytes)/GiB)
+	}
+	// GPUModelRunner.profile_run: forward over max_num_batched_tokens, then
+	// the sampler over min(max_num_seqs, max_num_batched_tokens) requests
+	// while the forward's final hidden states are still referenced.
+	reqs := min(cfg.MaxNumSeqs, cfg.MaxNumBatchedTokens)
+	p.ForwardPeakBytes = int64(cfg.MaxNumBatchedTokens) * m.ForwardBytesPerToken()
+	p.SamplerPeakBytes = m.samplerPeak(g.Sampler, reqs) +
+		int64(cfg.MaxNumBatchedTokens)*int64(m.Hidden*m.DtypeBytes)
+	p.ActivationBytes = max(p.ForwardPeakBytes, p.SamplerPeakBytes)
+	if !cfg.EnforceEager {
+		p.CUDAGraphBytes = int64(val(t.CUDAGraphGiB)*GiB) +
+			int64(cudaGraphCaptureMax(cfg.MaxNumSeqs, cfg.MaxNumBatchedTokens))*m.ForwardBytesPerToken()
+	}
+
 	p.KVBytes = p.BudgetBytes - p.WeightBytes - p.ActivationBytes - p.OverheadBytes
 	if p.KVBytes <= 0 {
 		return p, fmt.Errorf("ValueError: No available memory for the cache blocks. " +
@@ -148,40 +192,61 @@ func NewPlan(cfg Config) (Plan, error) {
 	blockBytes := kvPerToken * int64(cfg.BlockSize)
 	p.NumBlocks = int(p.KVBytes / blockBytes)
 	p.KVTokens = p.NumBlocks * cfg.BlockSize
-	// vLLM needs whole blocks for one max_model_len sequence
-	// (cdiv(max_model_len, block_size) pages): bytes for max_model_len
-	// tokens are not enough when the pool is a block short, and the
-	// scheduler would then refuse the longest requests.
+	// vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory: one
+	// max_model_len sequence needs cdiv(max_model_len, block_size) whole
+	// pages; its estimate of the longest that fits is in whole blocks too.
 	blocksPerSeq := (cfg.MaxModelLen + cfg.BlockSize - 1) / cfg.BlockSize
 	need := int64(blocksPerSeq) * blockBytes
 	if p.KVBytes < need {
-		// vLLM's estimate of the longest sequence that would fit.
-		est := p.KVTokens
 		return p, fmt.Errorf("ValueError: To serve at least one request with the models's max seq len (%d), "+
 			"(%.2f GiB KV cache is needed, which is larger than the available KV cache memory (%.2f GiB). "+
 			"Based on the available memory, the estimated maximum model length is %d. "+
 			"Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
-			cfg.MaxModelLen, float64(need)/GiB, float64(p.KVBytes)/GiB, est)
+			cfg.MaxModelLen, float64(need)/GiB, float64(p.KVBytes)/GiB, p.KVTokens)
 	}
 	// vLLM divides whole blocks: num_blocks / cdiv(max_model_len, block_size).
 	p.MaxConcurrency = float64(p.NumBlocks) / float64(blocksPerSeq)
+	// compile_or_warm_up_model: graph capture allocates from what is left
+	// outside the budget; when that is too little, capture fails with
+	// PyTorch's OOM and the engine does not start.
+	if left := p.FreeAtStartBytes - p.BudgetBytes; p.CUDAGraphBytes > left {
+		return p, fmt.Errorf("torch.OutOfMemoryError: CUDA out of memory during CUDA graph capture: "+
+			"the graph pool needs %.2f GiB but only %.2f GiB is free outside gpu_memory_utilization "+
+			"(%.2f of %.2f GiB free at start). Decrease gpu_memory_utilization or use --enforce-eager.",
+			float64(p.CUDAGraphBytes)/GiB, float64(max(left, 0))/GiB, float64(p.FreeAtStartBytes)/GiB, float64(p.TotalBytes)/GiB)
+	}
 	return p, nil
 }
 
 // LogLines are the start-up lines vLLM prints once memory is profiled, in
 // its wording, so that a log reader can take the figures from either.
 func (p Plan) LogLines(cfg Config) []string {
-	return []string{
+	lines := []string{
 		fmt.Sprintf("Model loading took %.4f GiB", float64(p.WeightBytes)/GiB),
-		fmt.Sprintf("Memory profiling: total %.2f GiB, requested (util %.2f) %.2f GiB, weights %.2f GiB, "+
-			"activation peak %.2f GiB, non-torch + CUDA graphs %.2f GiB, KV cache %.2f GiB",
-			float64(p.TotalBytes)/GiB, cfg.GPUMemoryUtilization, float64(p.BudgetBytes)/GiB,
-			float64(p.WeightBytes)/GiB, float64(p.ActivationBytes)/GiB, float64(p.OverheadBytes)/GiB,
-			float64(p.KVBytes)/GiB),
+		fmt.Sprintf("Memory profiling (%s): total %.2f GiB, free at start %.2f GiB, requested (util %.2f) %.2f GiB, "+
+			"weights %.2f GiB, peak activation %.2f GiB (forward %.2f, sampler %.2f), non-torch %.2f GiB",
+			VLLMVersion, float64(p.TotalBytes)/GiB, float64(p.FreeAtStartBytes)/GiB, cfg.GPUMemoryUtilization,
+			float64(p.BudgetBytes)/GiB, float64(p.WeightBytes)/GiB, float64(p.ActivationBytes)/GiB,
+			float64(p.ForwardPeakBytes)/GiB, float64(p.SamplerPeakBytes)/GiB, float64(p.OverheadBytes)/GiB),
+		fmt.Sprintf("Available KV cache memory: %.2f GiB", float64(p.KVBytes)/GiB),
 		// vLLM formats both numbers with thousands separators.
 		fmt.Sprintf("GPU KV cache size: %s tokens", thousands(p.KVTokens)),
 		fmt.Sprintf("Maximum concurrency for %s tokens per request: %.2fx", thousands(cfg.MaxModelLen), p.MaxConcurrency),
 	}
+	if p.CUDAGraphBytes > 0 {
+		lines = append(lines, fmt.Sprintf("Graph capturing finished, took %.2f GiB", float64(p.CUDAGraphBytes)/GiB))
+	}
+	return lines
+}
+
+// pyFloat formats x as Python's str(float) does for these magnitudes
+// (4.0, not 4).
+func pyFloat(x float64) string {
+	s := strconv.FormatFloat(x, 'f', -1, 64)
+	if !strings.ContainsAny(s, ".eEn") {
+		s += ".0"
+	}
+	return s
 }
 
 // thousands formats n as Python's f"{n:,}" does.

@@ -19,56 +19,76 @@ import (
 // written and read (4+4): 12 bytes per vocabulary entry.
 const samplerBytesPerDecodeSeq = 12
 
-// StepModel turns a step's shape into modelled GPU time. Without a
-// calibration it is a roofline:
+// StepModel turns a step's shape into modelled time. Without a linear
+// calibration it is a roofline with measured efficiencies and overheads:
 //
-//	time = overhead + max(memory, compute)
-//	memory  = (weights + Σcontext·kv_bytes_per_token + decode_seqs·vocab·12 B) / bandwidth
-//	compute = ((prefill_tokens + decode_seqs) · 2·(params − vocab·hidden)
-//	           + decode_seqs · 2·vocab·hidden) / (peak · efficiency)
+//	time    = step_overhead + per_seq·decode_seqs + max(memory, compute)
+//	memory  = (weights + Σcontext·kv_bytes_per_token + decode_seqs·vocab·12 B)
+//	          / (bandwidth · bandwidth_efficiency)
+//	compute = ((prefill_tokens + decode_seqs) · 2·(params − embedding)
+//	           + decode_seqs · 2·vocab·hidden) / (fp16_tflops · compute_efficiency)
 //
 // The weights are streamed once per step whatever the batch; each KV entry
 // attended to is read once; each scheduled token costs 2 FLOPs per
 // parameter of the transformer body, and only sampled positions pay for the
-// lm_head (vocab × hidden): vLLM computes logits for the last position of a
-// sequence only. The single logits row of a prefill that completes in the
-// step is left out, as are attention FLOPs (< 2 % at these lengths). With a
-// calibration it is the linear form A + B·prefill + C·decode + D·Σcontext,
-// whose coefficients a measurement on the real card gives directly.
+// lm_head. The efficiencies are effective/nominal ratios measured on a
+// card (a throttling laptop part reaches about half its spec sheet), and
+// the per-step and per-sequence terms are the CPU and launch costs that
+// make small batches slower than the roofline alone. Attention FLOPs are
+// left out: the published quadratic prefill term (docs/calibration.md) is
+// 0.4 ms for a 200-token prompt. With a linear calibration it is
+// A + B·prefill + C·decode + D·Σcontext.
 type StepModel struct {
-	cal      *Calibration
-	overhead float64 // seconds
-	weights  float64 // seconds to stream the weights
-	perCtx   float64 // seconds per context token read
-	perSeqM  float64 // seconds of memory traffic per decode seq (sampler)
-	perTok   float64 // seconds of compute per scheduled token (body)
-	perSeqC  float64 // seconds of lm_head compute per decode seq
+	cal      *Calibration // linear form, when set
+	overhead float64      // seconds per step
+	perSeq   float64      // seconds per decode sequence per step
+	weights  float64      // seconds to stream the weights
+	perCtx   float64      // seconds per context token read
+	perSeqM  float64      // seconds of memory traffic per decode seq (sampler)
+	perTok   float64      // seconds of compute per scheduled token (body)
+	perSeqC  float64      // seconds of lm_head compute per decode seq
+	frontReq float64      // API-server seconds per request
+	frontTok float64      // API-server seconds per streamed token
 }
 
 // NewStepModel builds the step-time model for cfg. cfg must be valid.
 func NewStepModel(cfg Config) (StepModel, error) {
-	g, err := LookupGPU(cfg.GPU)
+	g, err := cfg.ResolveGPU()
 	if err != nil {
 		return StepModel{}, err
 	}
-	m, err := LookupModel(cfg.ModelSpec)
+	m, err := cfg.ResolveModel()
 	if err != nil {
 		return StepModel{}, err
+	}
+	t := cfg.terms(g)
+	bw := g.BandwidthGBs * 1e9 * val(t.BandwidthEfficiency)
+	flops := g.FP16TFLOPS * 1e12 * val(t.ComputeEfficiency)
+	if !(bw > 0) || !(flops > 0) {
+		return StepModel{}, fmt.Errorf("GPU %s: effective bandwidth and compute must be > 0", g.Name)
 	}
 	lmHead := int64(m.Vocab) * int64(m.Hidden)
-	flops := g.PeakFLOPS * g.ComputeEfficiency
-	return StepModel{
-		cal:      cfg.Calibration,
-		overhead: g.StepOverheadSeconds,
-		weights:  float64(m.WeightBytes()) / g.BandwidthBps,
-		perCtx:   float64(m.KVBytesPerToken()) / g.BandwidthBps,
-		perSeqM:  float64(m.Vocab*samplerBytesPerDecodeSeq) / g.BandwidthBps,
-		perTok:   2 * float64(m.Params-lmHead) / flops,
+	sm := StepModel{
+		overhead: val(t.StepOverheadS),
+		perSeq:   val(t.PerSeqS),
+		weights:  float64(m.WeightBytes()) / bw,
+		perCtx:   float64(m.KVBytesPerToken()) / bw,
+		perSeqM:  float64(m.Vocab*samplerBytesPerDecodeSeq) / bw,
+		perTok:   2 * float64(m.Params-m.EmbedParams) / flops,
 		perSeqC:  2 * float64(lmHead) / flops,
-	}, nil
+		frontReq: val(t.FrontendRequestS),
+		frontTok: val(t.FrontendTokenS),
+	}
+	if c := cfg.Calibration; c != nil && c.isLinear() {
+		// The linear form stands alone, as before the frontend terms
+		// existed: only frontend terms in the same file apply.
+		sm.cal = c
+		sm.frontReq, sm.frontTok = val(c.FrontendRequestS), val(c.FrontendTokenS)
+	}
+	return sm, nil
 }
 
-// Seconds is the modelled GPU time of a step; 0 when nothing is scheduled.
+// Seconds is the modelled time of a step; 0 when nothing is scheduled.
 func (sm StepModel) Seconds(prefillTokens, decodeSeqs, contextTokens int) float64 {
 	if prefillTokens == 0 && decodeSeqs == 0 {
 		return 0
@@ -79,7 +99,7 @@ func (sm StepModel) Seconds(prefillTokens, decodeSeqs, contextTokens int) float6
 	}
 	mem := sm.weights + c*sm.perCtx + d*sm.perSeqM
 	comp := (p+d)*sm.perTok + d*sm.perSeqC
-	return sm.overhead + math.Max(mem, comp)
+	return sm.overhead + d*sm.perSeq + math.Max(mem, comp)
 }
 
 // Duration is Seconds as a time.Duration.
@@ -87,20 +107,43 @@ func (sm StepModel) Duration(prefillTokens, decodeSeqs, contextTokens int) time.
 	return time.Duration(sm.Seconds(prefillTokens, decodeSeqs, contextTokens) * float64(time.Second))
 }
 
-// Linear returns the calibration in use, or the roofline's linear
-// upper bound (memory and compute terms added instead of maxed): the form a
-// calibration file takes, for documentation and as a starting point.
+// FrontendRequestSeconds is the API server's cost per request (HTTP,
+// tokenisation, SSE set-up, first detokenisation): callers add it to a
+// request's first token, as a client measures TTFT.
+func (sm StepModel) FrontendRequestSeconds() float64 { return sm.frontReq }
+
+// FrontendTokenSeconds is the API server's cost per streamed token beyond
+// the engine step; callers add it to each later token's arrival.
+func (sm StepModel) FrontendTokenSeconds() float64 { return sm.frontTok }
+
+// FrontendRequest and FrontendToken are the same as durations.
+func (sm StepModel) FrontendRequest() time.Duration {
+	return time.Duration(sm.frontReq * float64(time.Second))
+}
+
+// FrontendToken is FrontendTokenSeconds as a time.Duration.
+func (sm StepModel) FrontendToken() time.Duration {
+	return time.Duration(sm.frontTok * float64(time.Second))
+}
+
+// Linear returns the linear calibration in use, or the roofline's linear
+// upper bound (memory and compute terms added instead of maxed): the form
+// a linear calibration file takes, for documentation.
 func (sm StepModel) Linear() Calibration {
 	if sm.cal != nil {
-		return *sm.cal
+		return Calibration{A: sm.cal.A, B: sm.cal.B, C: sm.cal.C, D: sm.cal.D}
 	}
 	return Calibration{
 		A: sm.overhead + sm.weights,
 		B: sm.perTok,
-		C: sm.perTok + sm.perSeqC + sm.perSeqM,
+		C: sm.perSeq + sm.perTok + sm.perSeqC + sm.perSeqM,
 		D: sm.perCtx,
 	}
 }
+
+func (c Calibration) isLinear() bool { return c.A != 0 || c.B != 0 || c.C != 0 || c.D != 0 }
+
+func (c Calibration) hasTerms() bool { return c.Terms != (Terms{}) }
 
 func (c Calibration) validate() error {
 	for name, v := range map[string]float64{"a_s": c.A, "b_s_per_prefill_token": c.B,
@@ -109,15 +152,18 @@ func (c Calibration) validate() error {
 			return fmt.Errorf("calibration %s must be a finite number >= 0, got %v", name, v)
 		}
 	}
-	if c.A == 0 && c.B == 0 && c.C == 0 && c.D == 0 {
+	if err := c.Terms.validate(); err != nil {
+		return fmt.Errorf("calibration %w", err)
+	}
+	if !c.isLinear() && !c.hasTerms() {
 		return fmt.Errorf("calibration has all coefficients 0: a step would take no time")
 	}
 	return nil
 }
 
-// LoadCalibration reads step-time coefficients from a JSON (.json) or YAML
-// file. Unknown keys are an error, so a typo cannot silently leave a
-// coefficient at 0.
+// LoadCalibration reads a calibration from a JSON (.json) or YAML file:
+// the terms `llmlab sim calibrate` writes, or the linear a_s…d_s form.
+// Unknown keys are an error, so a typo cannot silently leave a term unset.
 func LoadCalibration(path string) (*Calibration, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -6,42 +6,47 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestDecodeStepTimes(t *testing.T) {
-	sm, err := NewStepModel(defaultConfig(256, 8192))
+	cfg := defaultConfig(256, 8192)
+	sm, err := NewStepModel(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Batch 1: the weights streamed once (0.988 GB / 192 GB/s = 5.15 ms)
-	// plus the fixed per-step overhead.
-	b1 := sm.Duration(0, 1, 300)
-	if b1 < 5150*time.Microsecond || b1 > 7*time.Millisecond {
-		t.Errorf("batch 1 decode = %v, want weight floor 5.15 ms + ≤ 2 ms", b1)
+	g, _ := LookupGPU(DefaultGPU)
+	m, _ := LookupModel(DefaultModelSpec)
+	terms := g.Terms
+	// Batch 1: the weights streamed once at the effective bandwidth, plus
+	// the per-step and per-sequence costs and the KV and sampler reads.
+	floor := float64(m.WeightBytes())/(g.BandwidthGBs*1e9**terms.BandwidthEfficiency) + *terms.StepOverheadS + *terms.PerSeqS
+	b1 := sm.Seconds(0, 1, 300)
+	if b1 < floor || b1 > floor*1.05 {
+		t.Errorf("batch 1 decode = %v s, want just above %v s", b1, floor)
 	}
 	prev := b1
 	for _, b := range []int{8, 32, 64, 128, 256} {
-		d := sm.Duration(0, b, b*300)
+		d := sm.Seconds(0, b, b*300)
 		if d <= prev {
 			t.Errorf("batch %d decode %v not above smaller batch's %v", b, d, prev)
 		}
 		prev = d
 	}
-	b64, b256 := sm.Duration(0, 64, 64*300), sm.Duration(0, 256, 256*300)
-	if b64 > 2*b1 {
-		t.Errorf("batch 64 = %v: decode at 64 should still be near the memory floor (%v)", b64, b1)
+	// Each added sequence costs at least the fitted per-sequence term.
+	if d := sm.Seconds(0, 65, 65*300) - sm.Seconds(0, 64, 64*300); d < *terms.PerSeqS {
+		t.Errorf("65th sequence adds %v s, less than per_seq_s %v", d, *terms.PerSeqS)
 	}
-	if b256 < 3*b1 {
-		t.Errorf("batch 256 = %v: should be compute-bound, well above batch 1 (%v)", b256, b1)
-	}
-	// A 200-token prefill costs 200 × 2 × 358 M body FLOPs over ~40 % of
-	// 24 TFLOP/s ≈ 15 ms, plus overhead.
-	if p := sm.Duration(200, 0, 200); p < 12*time.Millisecond || p > 25*time.Millisecond {
-		t.Errorf("200-token prefill = %v", p)
+	// A 200-token prefill is compute-bound: 200 × 2 × 358 M body FLOPs at
+	// the sustained rate, plus the step overhead.
+	flops := 200 * 2 * float64(m.Params-m.EmbedParams) / (g.FP16TFLOPS * 1e12 * *terms.ComputeEfficiency)
+	if p := sm.Seconds(200, 0, 200); math.Abs(p-flops-*terms.StepOverheadS) > 1e-9 {
+		t.Errorf("200-token prefill = %v s, want %v", p, flops+*terms.StepOverheadS)
 	}
 	if sm.Duration(0, 0, 0) != 0 {
 		t.Error("empty step has a duration")
+	}
+	if sm.FrontendRequestSeconds() != *terms.FrontendRequestS {
+		t.Errorf("frontend %v, want %v", sm.FrontendRequestSeconds(), *terms.FrontendRequestS)
 	}
 	// The linear form bounds the roofline from above.
 	lin := sm.Linear()
@@ -50,6 +55,29 @@ func TestDecodeStepTimes(t *testing.T) {
 		if r := sm.Seconds(s[0], s[1], s[2]); r > l+1e-12 {
 			t.Errorf("roofline %v > linear %v at %v", r, l, s)
 		}
+	}
+	// Boost clocks are faster at every batch size.
+	cfg.GPU = "rtx3050-4gb-laptop-boost"
+	boost, _ := NewStepModel(cfg)
+	for _, b := range []int{1, 8, 64, 256} {
+		if boost.Seconds(0, b, 300*b) >= sm.Seconds(0, b, 300*b) {
+			t.Errorf("batch %d: boost %v not below sustained %v", b, boost.Seconds(0, b, 300*b), sm.Seconds(0, b, 300*b))
+		}
+	}
+}
+
+// TestCalibrationTermsOverride: a calibration's terms replace the card's.
+func TestCalibrationTermsOverride(t *testing.T) {
+	cfg := defaultConfig(64, 4096)
+	base, _ := NewStepModel(cfg)
+	one, zero := 1.0, 0.0
+	cfg.Calibration = &Calibration{Terms: Terms{BandwidthEfficiency: &one, FrontendRequestS: &zero}}
+	sm, err := NewStepModel(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sm.Seconds(0, 1, 300) >= base.Seconds(0, 1, 300) || sm.FrontendRequestSeconds() != 0 {
+		t.Errorf("terms not applied: %v vs %v, frontend %v", sm.Seconds(0, 1, 300), base.Seconds(0, 1, 300), sm.FrontendRequestSeconds())
 	}
 }
 
@@ -83,7 +111,12 @@ func TestLoadCalibration(t *testing.T) {
 	if err != nil || c.A != 0.005 || c.C != 0.0002 {
 		t.Errorf("yaml: %+v, %v", c, err)
 	}
+	c, err = LoadCalibration(write("terms.yaml", "bandwidth_efficiency: 0.5\nfrontend_request_s: 0.1\n"))
+	if err != nil || *c.BandwidthEfficiency != 0.5 || *c.FrontendRequestS != 0.1 {
+		t.Errorf("terms: %+v, %v", c, err)
+	}
 	for name, body := range map[string]string{
+		"eff.yaml":   "compute_efficiency: 1.5\n",
 		"typo.yaml":  "a_s: 0.005\nb_per_token: 1\n",
 		"typo.json":  `{"a": 1}`,
 		"neg.yaml":   "a_s: -1\n",

@@ -226,8 +226,10 @@ func (r *runner) run(opts Options) (Result, error) {
 
 	deadline := opts.Duration.Seconds() + DrainFactor*opts.SLO.P95E2ESeconds
 	now, next := 0.0, 0
+	// The API server's cost per request comes before the engine sees it.
+	front := sched.StepModel().FrontendRequestSeconds()
 	for {
-		for next < n && r.times[next] <= now {
+		for next < n && r.times[next]+front <= now {
 			st := &r.reqs[next]
 			st.arrival, st.first = r.times[next], -1
 			err := sched.Add(engine.Request{ID: r.ids[next], PromptTokens: opts.InputLen, OutputTokens: opts.OutputLen, Ref: next})
@@ -241,7 +243,7 @@ func (r *runner) run(opts Options) (Result, error) {
 			if next >= n {
 				break
 			}
-			now = r.times[next] // idle: jump to the next arrival
+			now = r.times[next] + front // idle: jump to the next arrival
 			continue
 		}
 		if now >= deadline {
@@ -255,7 +257,7 @@ func (r *runner) run(opts Options) (Result, error) {
 			if next >= n {
 				break
 			}
-			now = r.times[next]
+			now = r.times[next] + front
 			continue
 		}
 		res.Steps++

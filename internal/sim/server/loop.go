@@ -88,6 +88,10 @@ type loop struct {
 	seqs    map[string]*seq
 	ready   []*seq // reused by deliver
 	observe stepObserver
+
+	// front is the API server's modelled cost per request (HTTP,
+	// tokenisation) before the engine sees it (engine.StepModel).
+	front time.Duration
 }
 
 // maxCatchUp bounds how far behind its modelled schedule the loop may run
@@ -105,12 +109,16 @@ func newLoop(sched *engine.Scheduler, m *metrics, observe stepObserver) *loop {
 		done:    make(chan struct{}),
 		seqs:    make(map[string]*seq),
 		observe: observe,
+		front:   sched.StepModel().FrontendRequest(),
 	}
 }
 
 // submit hands s to the engine loop. It blocks until the loop takes it, ctx
 // ends, or the loop has stopped.
 func (l *loop) submit(ctx context.Context, s *seq) error {
+	if !sleepCtx(ctx, l.front) { // the frontend's work comes first
+		return context.Cause(ctx)
+	}
 	select {
 	case l.addCh <- s:
 		return nil

@@ -217,7 +217,7 @@ func newServer(cfg Config, plan engine.Plan, observe stepObserver) *server {
 		blockSize: cfg.Engine.BlockSize, gpuUtilization: cfg.Engine.GPUMemoryUtilization, numGPUBlocks: plan.NumBlocks,
 	})
 	now := time.Now()
-	spec, _ := engine.LookupModel(cfg.Engine.ModelSpec) // NewPlan validated it
+	spec, _ := cfg.Engine.ResolveModel() // NewPlan validated it
 	return &server{
 		vocab:       spec.Vocab,
 		cfg:         cfg,
