@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 bin=${LLMLAB_BIN:-bin/llmlab}
 port=${QUICKSTART_PORT:-8080}
-rate=${QUICKSTART_RATE:-10}
+rate=${QUICKSTART_RATE:-5}
 duration=${QUICKSTART_DURATION:-60s}
 startup=${QUICKSTART_STARTUP:-5}
 url="http://127.0.0.1:$port"
