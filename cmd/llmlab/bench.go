@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/llmlab/llmlab/internal/arrival"
 	"github.com/llmlab/llmlab/internal/bench"
 	"github.com/llmlab/llmlab/internal/slo"
 )
@@ -33,7 +34,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ramp         = fs.Duration("ramp", 0, "linear ramp from 0 to --rate (default: 10% of the duration, at most 30s)")
 		warmup       = fs.Duration("warmup", 0, "excluded from steady-state figures from the start (default: --ramp)")
 		cooldown     = fs.Duration("cooldown", 0, "excluded from steady-state figures before the end")
-		arrival      = fs.String("arrival", bench.ArrivalConstant, "arrival process: constant, poisson or gamma")
+		arrivalProc  = fs.String("arrival", arrival.Constant, "arrival process: constant, poisson or gamma")
 		burstiness   = fs.Float64("burstiness", 1, "gamma shape for --arrival gamma (1 = Poisson, <1 burstier)")
 		maxConc      = fs.Int("max-concurrency", 0, "cap on requests in flight (0: none; waiting counts in latency)")
 		seed         = fs.Uint64("seed", 1, "seed for the arrival schedule (prompts differ on every run, so a prefix cache cannot hit)")
@@ -107,10 +108,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usage("step-duration must be > 0, got %v", *stepDur)
 	case *findMax && *steps <= 0:
 		return usage("find-max-steps must be > 0, got %d", *steps)
-	case set["burstiness"] && *arrival != bench.ArrivalGamma && *burstiness != 1:
+	case set["burstiness"] && *arrivalProc != arrival.Gamma && *burstiness != 1:
 		// Constant and Poisson arrivals have no shape to set: the run
 		// would silently not be the bursty load asked for.
-		return usage("--burstiness %v needs --arrival gamma (got %s)", *burstiness, *arrival)
+		return usage("--burstiness %v needs --arrival gamma (got %s)", *burstiness, *arrivalProc)
 	case *findMax && set["duration"]:
 		return usage("--duration does not apply to --find-max; each step lasts --step-duration")
 	}
@@ -130,7 +131,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := bench.Config{
 		URL: *url, Scenario: sc, Model: *model,
 		Rate: *rate, Duration: d, Ramp: *ramp, Warmup: *warmup, Cooldown: *cooldown,
-		Arrival: *arrival, Burstiness: *burstiness, Seed: *seed,
+		Arrival: *arrivalProc, Burstiness: *burstiness, Seed: *seed,
 		MaxConcurrency: *maxConc, Timeout: *timeout, SLO: spec, Profile: *profileName,
 		LagThreshold: *lagThreshold,
 	}

@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/llmlab/llmlab/internal/arrival"
 	"github.com/llmlab/llmlab/internal/slo"
 )
 
@@ -415,7 +416,7 @@ func TestConfigValidation(t *testing.T) {
 		func(c *Config) { c.URL = "ftp://x" },
 		func(c *Config) { c.URL = "http://" },
 		func(c *Config) { c.LagThreshold = -time.Millisecond },
-		func(c *Config) { c.Arrival, c.Burstiness = ArrivalGamma, math.Inf(1) },
+		func(c *Config) { c.Arrival, c.Burstiness = arrival.Gamma, math.Inf(1) },
 		func(c *Config) { c.Rate = 0.5 }, // half a request expected: nothing to measure
 	}
 	if err := CheckConfig(base); err != nil {

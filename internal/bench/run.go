@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/arrival"
 	"github.com/llmlab/llmlab/internal/openai"
 	"github.com/llmlab/llmlab/internal/slo"
 )
@@ -90,12 +91,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.Duration = c.SLO.Measurement.Duration
 	}
 	if c.Arrival == "" {
-		c.Arrival = ArrivalConstant
+		c.Arrival = arrival.Constant
 	}
 	if c.Burstiness == 0 {
 		c.Burstiness = 1
 	}
-	if c.Arrival == ArrivalPoisson {
+	if c.Arrival == arrival.Poisson {
 		c.Burstiness = 1
 	}
 	if c.Timeout == 0 {
@@ -147,7 +148,7 @@ func (c Config) validate() error {
 	// failed. The schedule is only built when few requests are expected.
 	spec, from, to := c.scheduleSpec(), c.Warmup, c.Duration-c.Cooldown
 	if spec.CumRate(to)-spec.CumRate(from) < 2 {
-		sched, err := Schedule(spec)
+		sched, err := arrival.Schedule(spec)
 		if err != nil {
 			return err
 		}
@@ -158,8 +159,8 @@ func (c Config) validate() error {
 	return nil
 }
 
-func (c Config) scheduleSpec() ScheduleSpec {
-	return ScheduleSpec{Rate: c.Rate, Duration: c.Duration, Ramp: c.Ramp, Arrival: c.Arrival, Burstiness: c.Burstiness, Seed: c.Seed}
+func (c Config) scheduleSpec() arrival.Spec {
+	return arrival.Spec{Rate: c.Rate, Duration: c.Duration, Ramp: c.Ramp, Arrival: c.Arrival, Burstiness: c.Burstiness, Seed: c.Seed}
 }
 
 // Result is the "results" object of a run file. Latencies are seconds;
@@ -307,7 +308,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	sched, err := Schedule(cfg.scheduleSpec())
+	sched, err := arrival.Schedule(cfg.scheduleSpec())
 	if err != nil {
 		return Result{}, err
 	}
