@@ -13,6 +13,7 @@ import (
 
 	"github.com/llmlab/llmlab/internal/arrival"
 	"github.com/llmlab/llmlab/internal/bench"
+	"github.com/llmlab/llmlab/internal/runfile"
 	"github.com/llmlab/llmlab/internal/slo"
 )
 
@@ -42,7 +43,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		sloPath      = fs.String("slo", "", "SLO file (default: embedded configs/slo.yaml)")
 		profileName  = fs.String("profile", "", "profile name recorded in the run file and its name (default adhoc)")
 		out          = fs.String("out", "", "run file path (default: experiments/runs/YYYY-MM-DD_runXX_<profile>.json)")
-		runsDir      = fs.String("runs-dir", bench.DefaultRunsDir, "directory for numbered run files")
+		runsDir      = fs.String("runs-dir", runfile.DefaultRunsDir, "directory for numbered run files")
 		noSave       = fs.Bool("no-save", false, "do not write a run file")
 		lagThreshold = fs.Duration("lag-threshold", 10*time.Millisecond, "send-lag p99 above which the generator is said to fall behind")
 		quiet        = fs.Bool("quiet", false, "no live progress line even on a terminal")
@@ -183,9 +184,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var saveErr error
 	if !*noSave {
 		if *out != "" {
-			path, saveErr = *out, bench.WriteRunFile(*out, &rf)
+			path, saveErr = *out, runfile.Write(*out, &rf)
 		} else {
-			path, saveErr = bench.SaveRunFile(*runsDir, &rf)
+			path, saveErr = runfile.Save(*runsDir, &rf)
 		}
 	}
 	// The summary comes first whatever happened to the file: a run file

@@ -22,6 +22,9 @@ const (
 	Constant = "constant"
 	Poisson  = "poisson"
 	Gamma    = "gamma"
+	// ClosedLoop is what a run file records as the arrival process of a
+	// closed-loop run, which has no schedule.
+	ClosedLoop = "closed_loop"
 )
 
 // Spec says when requests are sent: a target rate reached after a

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/llmlab/llmlab/internal/arrival"
+	"github.com/llmlab/llmlab/internal/runfile"
 	"github.com/llmlab/llmlab/internal/slo"
 )
 
@@ -248,11 +248,11 @@ func TestRunFileRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	p1, err := SaveRunFile(dir, &rf)
+	p1, err := runfile.Save(dir, &rf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2, err := SaveRunFile(dir, &rf)
+	p2, err := runfile.Save(dir, &rf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestRunFileRoundTrip(t *testing.T) {
 	if filepath.Base(p1) != day+"_run01_safe.json" || filepath.Base(p2) != day+"_run02_safe.json" {
 		t.Errorf("run files %s, %s; want run01 and run02 of today", p1, p2)
 	}
-	got, err := ReadRunFile(p2)
+	got, err := runfile.Read(p2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestRunFileRoundTrip(t *testing.T) {
 			t.Errorf("results lacks shared field %q", k)
 		}
 	}
-	if err := WriteRunFile(filepath.Join(dir, "x", "out.json"), &rf); err != nil {
+	if err := runfile.Write(filepath.Join(dir, "x", "out.json"), &rf); err != nil {
 		t.Fatal(err)
 	}
 	if rf.ID != "out" {
@@ -294,27 +294,6 @@ func TestRunFileRoundTrip(t *testing.T) {
 	var sb strings.Builder
 	if err := WriteSummary(&sb, rf); err != nil || !strings.Contains(sb.String(), "SLO") {
 		t.Errorf("summary: %v\n%s", err, sb.String())
-	}
-}
-
-func TestNextRunPath(t *testing.T) {
-	dir := t.TempDir()
-	day := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	for _, n := range []string{"2026-11-27_run01_a.json", "2026-11-27_run07_b.json", "2026-11-26_run09_a.json", "notes.txt"} {
-		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p, err := NextRunPath(dir, "my profile/x", day)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := filepath.Join(dir, "2026-11-27_run08_my-profile-x.json"); p != want {
-		t.Errorf("got %s, want %s", p, want)
-	}
-	p, _ = NextRunPath(filepath.Join(dir, "missing"), "", day)
-	if filepath.Base(p) != "2026-11-27_run01_adhoc.json" {
-		t.Errorf("got %s for an empty dir", p)
 	}
 }
 
@@ -395,10 +374,10 @@ func TestDiscoverModelError(t *testing.T) {
 	tr := NewTransport()
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
-	if m, err := DiscoverModel(context.Background(), c, url); err != nil || m != "test-model" {
+	if m, err := DiscoverModel(context.Background(), c, url, nil); err != nil || m != "test-model" {
 		t.Fatalf("got %q, %v", m, err)
 	}
-	if _, err := DiscoverModel(context.Background(), c, url+"/nothing"); err == nil || !strings.Contains(err.Error(), "404") {
+	if _, err := DiscoverModel(context.Background(), c, url+"/nothing", nil); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("want a 404 error, got %v", err)
 	}
 }
@@ -481,112 +460,6 @@ func TestNonStreamedHasNoTPOT(t *testing.T) {
 	}
 	if res.TTFTP50 != res.E2EP50 || res.TPOT() != (slo.Dist{}) || res.ITL() != (slo.Dist{}) {
 		t.Errorf("ttft p50 %v e2e p50 %v, tpot %+v itl %+v; want ttft = e2e and no tpot or itl", res.TTFTP50, res.E2EP50, res.TPOT(), res.ITL())
-	}
-}
-
-// Runs saved at once under different profiles must still get different run
-// numbers: the exclusive create alone only protects the same file name.
-func TestSaveRunFileNumbersAreUniqueAcrossProfiles(t *testing.T) {
-	dir := t.TempDir()
-	const n = 16
-	paths := make(chan string, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rf := RunFile{Profile: fmt.Sprintf("p%d", i)}
-			p, err := SaveRunFile(dir, &rf)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			paths <- p
-		}()
-	}
-	wg.Wait()
-	close(paths)
-	seen := map[string]string{}
-	for p := range paths {
-		m := runName.FindStringSubmatch(filepath.Base(p))
-		if m == nil {
-			t.Fatalf("bad name %s", p)
-		}
-		if q, dup := seen[m[2]]; dup {
-			t.Errorf("run number %s used twice: %s and %s", m[2], q, p)
-		}
-		seen[m[2]] = p
-	}
-	if files, _ := os.ReadDir(dir); len(files) != n {
-		t.Errorf("%d files in the runs dir, want %d", len(files), n)
-	}
-}
-
-// TestRunFilesAppearOnlyComplete: a reader of the runs directory (the tuner,
-// the report) never sees a run file that is empty or half written, whether
-// it is numbered (SaveRunFile) or rewritten in place (WriteRunFile, --out),
-// and no temporary file is left behind.
-func TestRunFilesAppearOnlyComplete(t *testing.T) {
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out.json")
-	stop := make(chan struct{})
-	readerDone := make(chan []string)
-	go func() {
-		var bad []string
-		for {
-			select {
-			case <-stop:
-				readerDone <- bad
-				return
-			default:
-			}
-			entries, _ := os.ReadDir(dir)
-			for _, e := range entries {
-				if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
-					continue
-				}
-				b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-				if err != nil {
-					continue // given up (a lost run number) between listing and reading
-				}
-				var rf RunFile
-				if err := json.Unmarshal(b, &rf); err != nil || rf.ID+".json" != e.Name() {
-					bad = append(bad, fmt.Sprintf("%s (%d bytes)", e.Name(), len(b)))
-				}
-			}
-		}
-	}()
-	const writers, each = 4, 10
-	var wg sync.WaitGroup
-	for i := range writers {
-		wg.Go(func() {
-			for range each {
-				rf := RunFile{Profile: fmt.Sprintf("p%d", i), Results: &Result{}}
-				if _, err := SaveRunFile(dir, &rf); err != nil {
-					t.Error(err)
-				}
-			}
-		})
-	}
-	wg.Go(func() {
-		for range 100 {
-			rf := RunFile{Profile: "out", Results: &Result{}}
-			if err := WriteRunFile(out, &rf); err != nil {
-				t.Error(err)
-			}
-		}
-	})
-	wg.Wait()
-	close(stop)
-	if bad := <-readerDone; len(bad) > 0 {
-		t.Errorf("a reader saw %d incomplete run files, e.g. %s", len(bad), bad[0])
-	}
-	if files, _ := os.ReadDir(dir); len(files) != writers*each+1 {
-		var names []string
-		for _, f := range files {
-			names = append(names, f.Name())
-		}
-		t.Errorf("%d files in the runs dir, want %d: %v", len(files), writers*each+1, names)
 	}
 }
 

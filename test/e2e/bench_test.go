@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/bench"
+	"github.com/llmlab/llmlab/internal/runfile"
 )
 
 // startSim runs `llmlab sim` with no modelled load time and returns its URL.
@@ -37,7 +38,7 @@ func TestBenchAgainstSim(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, p.out.String())
 		}
 	}
-	rf, err := bench.ReadRunFile(out)
+	rf, err := runfile.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func TestBenchAgainstSim(t *testing.T) {
 	if code := p.wait(t, time.Minute); code != 0 {
 		t.Fatalf("chat bench exit %d:\n%s", code, p.out.String())
 	}
-	rf, err = bench.ReadRunFile(out)
+	rf, err = runfile.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +88,7 @@ func TestBenchInterrupted(t *testing.T) {
 	if code := p.wait(t, 30*time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1:\n%s", code, p.out.String())
 	}
-	rf, err := bench.ReadRunFile(out)
+	rf, err := runfile.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +111,7 @@ func TestBenchFindMaxAgainstSim(t *testing.T) {
 	if len(files) != 1 {
 		t.Fatalf("run files %v, want one run01 file", files)
 	}
-	rf, err := bench.ReadRunFile(files[0])
+	rf, err := runfile.Read(files[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, p.out.String())
 	}
-	rf, err := bench.ReadRunFile(out)
+	rf, err := runfile.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}
