@@ -120,10 +120,10 @@ func validBlockSize(b int) bool {
 }
 
 // NewPlan validates cfg and profiles memory as vLLM does at start-up. A
-// configuration that does not fit returns vLLM's error text.
+// configuration that does not fit returns a *StartupError with vLLM's text.
 func NewPlan(cfg Config) (Plan, error) {
 	if err := ValidateConfig(cfg); err != nil {
-		return Plan{}, err
+		return Plan{}, configError(err)
 	}
 	g, _ := LookupGPU(cfg.GPU)
 	m, _ := LookupModel(cfg.ModelSpec)
@@ -141,8 +141,8 @@ func NewPlan(cfg Config) (Plan, error) {
 	}
 	p.KVBytes = p.BudgetBytes - p.WeightBytes - p.ActivationBytes - p.OverheadBytes
 	if p.KVBytes <= 0 {
-		return p, fmt.Errorf("ValueError: No available memory for the cache blocks. " +
-			"Try increasing `gpu_memory_utilization` when initializing the engine.")
+		return p, outOfMemory(fmt.Errorf("ValueError: No available memory for the cache blocks. " +
+			"Try increasing `gpu_memory_utilization` when initializing the engine."))
 	}
 	kvPerToken := m.KVBytesPerToken()
 	blockBytes := kvPerToken * int64(cfg.BlockSize)
@@ -157,11 +157,11 @@ func NewPlan(cfg Config) (Plan, error) {
 	if p.KVBytes < need {
 		// vLLM's estimate of the longest sequence that would fit.
 		est := p.KVTokens
-		return p, fmt.Errorf("ValueError: To serve at least one request with the models's max seq len (%d), "+
+		return p, outOfMemory(fmt.Errorf("ValueError: To serve at least one request with the models's max seq len (%d), "+
 			"(%.2f GiB KV cache is needed, which is larger than the available KV cache memory (%.2f GiB). "+
 			"Based on the available memory, the estimated maximum model length is %d. "+
 			"Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
-			cfg.MaxModelLen, float64(need)/GiB, float64(p.KVBytes)/GiB, est)
+			cfg.MaxModelLen, float64(need)/GiB, float64(p.KVBytes)/GiB, est))
 	}
 	// vLLM divides whole blocks: num_blocks / cdiv(max_model_len, block_size).
 	p.MaxConcurrency = float64(p.NumBlocks) / float64(blocksPerSeq)
