@@ -3,6 +3,7 @@ package offline
 import (
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -73,7 +74,7 @@ func TestRunLightLoad(t *testing.T) {
 	if res.Requests != 1200 || res.Completed != 1200 || res.ErrorRate != 0 || !res.SLOMet {
 		t.Errorf("light load: requests %d completed %d errors %v slo %v", res.Requests, res.Completed, res.ErrorRate, res.SLOMet)
 	}
-	if res.RPS != 10 {
+	if math.Abs(res.RPS-10) > 1e-9 {
 		t.Errorf("rps = %v, want 10", res.RPS)
 	}
 	if !(res.TTFTP50 > 0 && res.TTFTP50 <= res.TTFTP95 && res.E2EP50 <= res.E2EP95 && res.E2EP95 <= res.E2EP99 && res.E2EP99 <= res.E2EMax) {
@@ -102,7 +103,7 @@ func TestDeterministic(t *testing.T) {
 		}
 		b, _ := Run(o)
 		a.WallSeconds, b.WallSeconds = 0, 0
-		if a != b {
+		if !reflect.DeepEqual(a, b) {
 			t.Errorf("%s: two runs differ:\n%+v\n%+v", arrival, a, b)
 		}
 	}
@@ -265,7 +266,7 @@ func BenchmarkOffline(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		requests += res.Requests
+		requests += int(res.Requests)
 	}
 	b.ReportMetric(float64(requests)/b.Elapsed().Seconds(), "sim_requests/s")
 }
