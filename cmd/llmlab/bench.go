@@ -38,6 +38,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		arrivalProc  = fs.String("arrival", arrival.Constant, "arrival process: constant, poisson or gamma")
 		burstiness   = fs.Float64("burstiness", 1, "gamma shape for --arrival gamma (1 = Poisson, <1 burstier)")
 		maxConc      = fs.Int("max-concurrency", 0, "cap on requests in flight (0: none; waiting counts in latency)")
+		concurrency  = fs.Int("concurrency", 0, "closed loop: N clients, each sending its next request when the previous ends (no --rate; latency from the send)")
+		jsonOut      = fs.Bool("json", false, "print the run file's JSON on stdout instead of the summary (the run file path goes to stderr)")
+		failOnSLO    = fs.Bool("fail-on-slo", false, "exit 4 when the SLO is not met (find-max: when no rate meets it)")
 		seed         = fs.Uint64("seed", 1, "seed for the arrival schedule (prompts differ on every run, so a prefix cache cannot hit)")
 		timeout      = fs.Duration("timeout", 60*time.Second, "abandon a request this long after its scheduled send (counted as timeout)")
 		sloPath      = fs.String("slo", "", "SLO file (default: embedded configs/slo.yaml)")
@@ -52,16 +55,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		stepDur      = fs.Duration("step-duration", 60*time.Second, "duration of each --find-max run")
 	)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: llmlab bench [flags]\n\nOpen-loop load generator: sends the scenario's requests at --rate and reports\nlatency from each request's scheduled send time. Flags:")
+		fmt.Fprintln(stderr, "usage: llmlab bench [flags]\n\nLoad generator: sends the scenario's requests at --rate (open loop, latency from\n"+
+			"each request's scheduled send time) or from --concurrency clients (closed loop),\nand writes a run file (docs/runfile.md). Flags:")
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, exitCodesHelp)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return &exitError{code: 2}
+		return &exitError{code: exitUsage}
 	}
-	usage := func(format string, a ...any) error { return &exitError{code: 2, err: fmt.Errorf(format, a...)} }
+	usage := func(format string, a ...any) error { return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)} }
 	if fs.NArg() > 0 {
 		return usage("unexpected arguments %q", fs.Args())
 	}
@@ -115,6 +120,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usage("--burstiness %v needs --arrival gamma (got %s)", *burstiness, *arrivalProc)
 	case *findMax && set["duration"]:
 		return usage("--duration does not apply to --find-max; each step lasts --step-duration")
+	case *concurrency < 0:
+		return usage("concurrency must be >= 0, got %d", *concurrency)
+	case *concurrency > 0 && *findMax:
+		return usage("--concurrency (closed loop) has no rate for --find-max to search")
+	case *concurrency > 0 && (set["rate"] || set["arrival"] || set["burstiness"]):
+		return usage("--rate, --arrival and --burstiness do not apply to a closed loop (--concurrency)")
 	}
 	d := *duration
 	if *findMax {
@@ -133,7 +144,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		URL: *url, Scenario: sc, Model: *model,
 		Rate: *rate, Duration: d, Ramp: *ramp, Warmup: *warmup, Cooldown: *cooldown,
 		Arrival: *arrivalProc, Burstiness: *burstiness, Seed: *seed,
-		MaxConcurrency: *maxConc, Timeout: *timeout, SLO: spec, Profile: *profileName,
+		MaxConcurrency: *maxConc, Concurrency: *concurrency, Timeout: *timeout, SLO: spec, Profile: *profileName,
 		LagThreshold: *lagThreshold,
 	}
 	if f, ok := stderr.(*os.File); ok && !*quiet && term.IsTerminal(int(f.Fd())) {
@@ -165,7 +176,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		var fm bench.FindMaxResult
 		fm, runErr = bench.FindMax(ctx, cfg, opts)
 		if runErr != nil && len(fm.Steps) == 0 {
-			return runErr
+			if errors.Is(runErr, ctx.Err()) {
+				return runErr
+			}
+			return &exitError{code: exitFailure, err: runErr}
 		}
 		rf, err = bench.NewFindMaxRunFile(cfg, fm)
 	} else {
@@ -191,14 +205,24 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	// The summary comes first whatever happened to the file: a run file
 	// that cannot be written must not take a long run's figures with it.
-	if err := bench.WriteSummary(stdout, rf); err != nil {
+	info := stdout
+	if *jsonOut {
+		info = stderr // stdout holds the JSON alone
+		err = writeJSON(stdout, &rf)
+	} else {
+		err = runfile.WriteSummary(stdout, rf)
+	}
+	if err != nil {
 		return err
 	}
 	if saveErr != nil {
 		return fmt.Errorf("run file not saved: %w", saveErr)
 	}
 	if path != "" {
-		fmt.Fprintf(stdout, "\nrun file: %s\n", path)
+		fmt.Fprintf(info, "\nrun file: %s\n", path)
 	}
-	return runErr
+	if runErr != nil {
+		return runErr
+	}
+	return runVerdict(&rf, *failOnSLO)
 }

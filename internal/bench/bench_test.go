@@ -292,7 +292,7 @@ func TestRunFileRoundTrip(t *testing.T) {
 		t.Errorf("ID %q after --out, want the file's stem", rf.ID)
 	}
 	var sb strings.Builder
-	if err := WriteSummary(&sb, rf); err != nil || !strings.Contains(sb.String(), "SLO") {
+	if err := runfile.WriteSummary(&sb, rf); err != nil || !strings.Contains(sb.String(), "SLO") {
 		t.Errorf("summary: %v\n%s", err, sb.String())
 	}
 }
@@ -475,7 +475,7 @@ func TestFindMaxSummaryMarksInterruptedStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sb strings.Builder
-	if err := WriteSummary(&sb, rf); err != nil {
+	if err := runfile.WriteSummary(&sb, rf); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(sb.String(), "\n")

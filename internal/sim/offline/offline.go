@@ -462,3 +462,8 @@ func (r *runner) summarise(res *Result, opts Options, end float64) {
 	}
 	out.SLOMet = out.Completed > 0 && opts.SLO.Met(out.E2EP95, out.ErrorRate)
 }
+
+// CheckOptions applies the defaults and validates opts without running,
+// so a command line can report usage errors (exit 2) apart from an engine
+// that does not start.
+func CheckOptions(opts Options) error { return opts.withDefaults().validate() }
