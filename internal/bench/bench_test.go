@@ -11,7 +11,6 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/llmlab/llmlab/internal/arrival"
 	"github.com/llmlab/llmlab/internal/runfile"
 	"github.com/llmlab/llmlab/internal/slo"
+	"github.com/llmlab/llmlab/internal/testsupport"
 )
 
 func TestMain(m *testing.M) {
@@ -510,7 +510,7 @@ func TestFindMaxErrorKeepsFindings(t *testing.T) {
 func TestProgressLineFitsWidth(t *testing.T) {
 	srv := &testServer{TTFT: time.Millisecond}
 	url := srv.start(t)
-	var buf syncBuf
+	var buf testsupport.SyncBuffer
 	run(t, Config{URL: url, Model: "m", Scenario: scenario(t, 2), Rate: 20, Duration: 600 * time.Millisecond,
 		SLO: testSLO(5), Progress: &buf, ProgressInterval: 100 * time.Millisecond, ProgressWidth: 40})
 	lines := strings.Split(buf.String(), "\r\033[K")
@@ -522,21 +522,4 @@ func TestProgressLineFitsWidth(t *testing.T) {
 			t.Errorf("progress line of %d columns on a 40-column terminal: %q", len(l), l)
 		}
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
