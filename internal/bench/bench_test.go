@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -521,5 +522,46 @@ func TestProgressLineFitsWidth(t *testing.T) {
 		if len(l) > 39 {
 			t.Errorf("progress line of %d columns on a 40-column terminal: %q", len(l), l)
 		}
+	}
+}
+
+// A closed loop of 3 clients against a server with a fixed 50 ms latency
+// completes about 3 / 50 ms requests per second, sends no faster than the
+// answers come (no send lag), and records itself as closed-loop. The
+// bounds are loose: only the count per client's round trip matters.
+func TestClosedLoopRun(t *testing.T) {
+	srv := &testServer{TTFT: 50 * time.Millisecond}
+	url := srv.start(t)
+	cfg := Config{URL: url, Model: "m", Scenario: scenario(t, 2), Concurrency: 3, Duration: time.Second, SLO: testSLO(5)}
+	res := run(t, cfg)
+	// Each client makes at most one request per 50 ms: 20 in a second.
+	if res.Completed == 0 || res.SentTotal > 3*20+3 || res.FailedTotal != 0 {
+		t.Errorf("completed %d sent %d failed %d", res.Completed, res.SentTotal, res.FailedTotal)
+	}
+	if res.SendLagP99 > 0.001 || res.ScheduledRate != 0 || res.GeneratorBehind {
+		t.Errorf("send lag p99 %v, scheduled rate %v, behind %v", res.SendLagP99, res.ScheduledRate, res.GeneratorBehind)
+	}
+	rf, err := NewRunFile(cfg, res)
+	if err != nil || rf.Config.Concurrency != 3 || rf.Config.Rate != 0 || rf.Config.Arrival != "closed_loop" {
+		t.Errorf("run file config %+v (%v)", rf.Config, err)
+	}
+}
+
+// Config.Header (the place for credentials) reaches the server on the
+// model look-up.
+func TestHeaderIsSent(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer k" {
+			http.Error(w, "no key", http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write([]byte(`{"object":"list","data":[{"id":"m","object":"model"}]}`))
+	}))
+	defer srv.Close()
+	if _, err := DiscoverModel(context.Background(), srv.Client(), srv.URL, nil); err == nil {
+		t.Fatal("look-up without the header passed")
+	}
+	if m, err := DiscoverModel(context.Background(), srv.Client(), srv.URL, http.Header{"Authorization": {"Bearer k"}}); err != nil || m != "m" {
+		t.Errorf("with the header: %q, %v", m, err)
 	}
 }
