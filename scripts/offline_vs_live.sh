@@ -42,6 +42,12 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "$url/health" >/dev/null || { echo "live sim did not start:" >&2; cat "$log" >&2; exit 1; }
 
+# The live sim's own lag behind its modelled step ends (a starved CPU makes
+# every step late, which the offline run cannot show): sum and count.
+steplag() {
+	curl -fsS "$url/metrics" | awk '/^llmlab_sim_step_lag_seconds_sum/ {s=$2} /^llmlab_sim_step_lag_seconds_count/ {c=$2} END {print s+0, c+0}'
+}
+
 max=$("$BIN" sim run --find-max --json --duration "$DURATION" --arrival "$ARRIVAL" --seed "$SEED" "${ENGINE[@]}" | jq '.find_max.max_rate')
 echo "engine flags: ${ENGINE[*]}; offline max rate under the SLO: $max req/s; $ARRIVAL arrivals, seed $SEED, $DURATION per run"
 printf '%-6s %7s  %-9s %10s %10s %8s  %s\n' point rate metric offline live live/off "within $(jq -n "$TOL*100")%"
@@ -52,7 +58,10 @@ for point in light:$LIGHT knee:$KNEE over:$OVER; do
 	rate=$(jq -n "$max * ${point#*:} * 100 | round / 100")
 	common=(--rate "$rate" --duration "$DURATION" --arrival "$ARRIVAL" --seed "$SEED" --json)
 	off=$("$BIN" sim run "${common[@]}" "${ENGINE[@]}" || true)
+	read -r lag0 n0 < <(steplag)
 	live=$("$BIN" bench --url "$url" "${common[@]}" --no-save --quiet || true)
+	read -r lag1 n1 < <(steplag)
+	echo "$name: live sim stepped $((${n1%.*} - ${n0%.*})) times, each ending on average $(jq -n "if $n1 == $n0 then 0 else ($lag1 - $lag0) / ($n1 - $n0) * 1e6 | round end") µs after its modelled end"
 	if [ "$(jq -r '.results.generator_behind' <<<"$live")" = true ]; then
 		echo "WARNING: the generator fell behind at $rate req/s: this machine, not the server, is measured" >&2
 	fi
