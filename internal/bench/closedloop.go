@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llmlab/llmlab/internal/arrival"
@@ -15,16 +16,7 @@ import (
 // the offset at which sending stopped (Duration unless ctx ended first).
 func (r *runner) closedLoop(ctx context.Context) time.Duration {
 	n := r.cfg.Concurrency
-	var (
-		mu   sync.Mutex
-		next int // request index, for the prompt bodies
-	)
-	claim := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		next++
-		return next - 1
-	}
+	var next atomic.Int64 // request index, for the prompt bodies
 	var clients sync.WaitGroup
 	for c := range n {
 		clients.Add(1)
@@ -43,7 +35,7 @@ func (r *runner) closedLoop(ctx context.Context) time.Duration {
 				if at >= r.cfg.Duration {
 					return
 				}
-				r.one(ctx, w, job{i: claim(), sched: at})
+				r.one(ctx, w, job{i: int(next.Add(1) - 1), sched: at})
 			}
 		}()
 	}
