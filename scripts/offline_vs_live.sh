@@ -10,7 +10,8 @@
 #
 # Usage: scripts/offline_vs_live.sh [extra engine flags for both, e.g. --max-num-seqs 8]
 # Env: LLMLAB_BIN (bin/llmlab), DURATION (60s), ARRIVAL (poisson), SEED (1),
-#      TOL (0.05), LIGHT KNEE OVER (fractions of the offline max rate: 0.3 0.9 1.25)
+#      TOL (0.05), LIGHT KNEE OVER (fractions of the offline max rate: 0.3 0.9 1.25),
+#      CLOSED (4: also a closed loop of that many clients, --concurrency; 0 skips it)
 set -euo pipefail
 
 BIN=${LLMLAB_BIN:-bin/llmlab}
@@ -21,6 +22,7 @@ TOL=${TOL:-0.05}
 LIGHT=${LIGHT:-0.3}
 KNEE=${KNEE:-0.9}
 OVER=${OVER:-1.25}
+CLOSED=${CLOSED:-4}
 ENGINE=("$@")
 if [ ${#ENGINE[@]} -eq 0 ]; then
 	# Few seats keep the knee low enough that a 2-core machine streams it
@@ -53,10 +55,17 @@ echo "engine flags: ${ENGINE[*]}; offline max rate under the SLO: $max req/s; $A
 printf '%-6s %7s  %-9s %10s %10s %8s  %s\n' point rate metric offline live live/off "within $(jq -n "$TOL*100")%"
 within=0
 total=0
-for point in light:$LIGHT knee:$KNEE over:$OVER; do
+points=(light:$LIGHT knee:$KNEE over:$OVER)
+[ "$CLOSED" -gt 0 ] && points+=("closed:$CLOSED")
+for point in "${points[@]}"; do
 	name=${point%%:*}
-	rate=$(jq -n "$max * ${point#*:} * 100 | round / 100")
-	common=(--rate "$rate" --duration "$DURATION" --arrival "$ARRIVAL" --seed "$SEED" --json)
+	if [ "$name" = closed ]; then
+		rate="c=$CLOSED"
+		common=(--concurrency "$CLOSED" --duration "$DURATION" --json)
+	else
+		rate=$(jq -n "$max * ${point#*:} * 100 | round / 100")
+		common=(--rate "$rate" --duration "$DURATION" --arrival "$ARRIVAL" --seed "$SEED" --json)
+	fi
 	off=$("$BIN" sim run "${common[@]}" "${ENGINE[@]}" || true)
 	read -r lag0 n0 < <(steplag)
 	live=$("$BIN" bench --url "$url" "${common[@]}" --no-save --quiet || true)

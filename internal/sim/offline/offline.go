@@ -350,7 +350,12 @@ func (r *runner) run(opts Options) (Result, error) {
 			if ev.Finished {
 				st.done = true
 				if opts.Concurrency > 0 && now < d {
-					r.follow = append(r.follow, now) // the client sends again at once
+					// The client sends again at once, but only after it
+					// has read the end of this request: the engine has
+					// started its next step by then (it does not wait
+					// for arrivals), so the new request cannot join that
+					// step. Just after now, it waits for the next one.
+					r.follow = append(r.follow, math.Nextafter(now, math.Inf(1)))
 				}
 			}
 		}
