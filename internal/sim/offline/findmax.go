@@ -37,8 +37,8 @@ type MaxResult struct {
 	// the search cap).
 	LowestFailingRate float64 `json:"lowest_failing_rate"`
 	Probes            []Probe `json:"probes"`
-	// Steps are the probes with their full figures, for the run file.
-	Steps []runfile.Step `json:"-"`
+	// StepRecords are the probes with their full figures, for the run file.
+	StepRecords []runfile.Step `json:"-"`
 	Result
 }
 
@@ -72,7 +72,7 @@ func FindMax(opts Options) (MaxResult, error) {
 	out := MaxResult{MaxRPSUnderSLO: sr.MaxRate, LowestFailingRate: sr.FailRate}
 	for _, s := range sr.Steps {
 		out.Probes = append(out.Probes, Probe{Rate: s.Rate, SLOMet: s.Pass, E2EP95: s.Result.E2EP95, RPS: s.Result.RPS})
-		out.Steps = append(out.Steps, runfile.Step{Step: s.Step, Rate: s.Rate, Pass: s.Pass, Result: s.Result.Results})
+		out.StepRecords = append(out.StepRecords, runfile.Step{Step: s.Step, Rate: s.Rate, Pass: s.Pass, Result: s.Result.Results})
 	}
 	if b, ok := sr.Best(); ok {
 		out.Result = b.Result

@@ -49,7 +49,7 @@ func NewFindMaxRunFile(opts Options, m MaxResult, spec slo.Spec, profile string)
 	rf.Kind = runfile.KindSimRunFindMax
 	fm := &runfile.FindMax{
 		MaxRate: m.MaxRPSUnderSLO, FailRate: m.LowestFailingRate, StepDurationS: opts.Duration.Seconds(),
-		MaxSteps: maxProbes, Steps: m.Steps,
+		MaxSteps: maxProbes, Steps: m.StepRecords,
 	}
 	if b, ok := fm.Best(); ok {
 		fm.MaxRPS = b.Result.RPS
