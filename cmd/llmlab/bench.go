@@ -12,7 +12,9 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/llmlab/llmlab/internal/arrival"
 	"github.com/llmlab/llmlab/internal/bench"
+	"github.com/llmlab/llmlab/internal/runfile"
 	"github.com/llmlab/llmlab/internal/slo"
 )
 
@@ -34,15 +36,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ramp         = fs.Duration("ramp", 0, "linear ramp from 0 to --rate (default: 10% of the duration, at most 30s)")
 		warmup       = fs.Duration("warmup", 0, "excluded from steady-state figures from the start (default: --ramp)")
 		cooldown     = fs.Duration("cooldown", 0, "excluded from steady-state figures before the end")
-		arrival      = fs.String("arrival", bench.ArrivalConstant, "arrival process: constant, poisson or gamma")
+		arrivalProc  = fs.String("arrival", arrival.Constant, "arrival process: constant, poisson or gamma")
 		burstiness   = fs.Float64("burstiness", 1, "gamma shape for --arrival gamma (1 = Poisson, <1 burstier)")
 		maxConc      = fs.Int("max-concurrency", 0, "cap on requests in flight (0: none; waiting counts in latency)")
+		concurrency  = fs.Int("concurrency", 0, "closed loop: N clients, each sending its next request when the previous ends (no --rate; latency from the send)")
+		jsonOut      = fs.Bool("json", false, "print the run file's JSON on stdout instead of the summary (the run file path goes to stderr)")
+		failOnSLO    = fs.Bool("fail-on-slo", false, "exit 4 when the SLO is not met (find-max: when no rate meets it)")
 		seed         = fs.Uint64("seed", 1, "seed for the arrival schedule (prompts differ on every run, so a prefix cache cannot hit)")
 		timeout      = fs.Duration("timeout", 60*time.Second, "abandon a request this long after its scheduled send (counted as timeout)")
 		sloPath      = fs.String("slo", "", "SLO file (default: embedded configs/slo.yaml)")
 		profileName  = fs.String("profile", "", "profile name recorded in the run file and its name (default adhoc)")
 		out          = fs.String("out", "", "run file path (default: experiments/runs/YYYY-MM-DD_runXX_<profile>.json)")
-		runsDir      = fs.String("runs-dir", bench.DefaultRunsDir, "directory for numbered run files")
+		runsDir      = fs.String("runs-dir", runfile.DefaultRunsDir, "directory for numbered run files")
 		noSave       = fs.Bool("no-save", false, "do not write a run file")
 		lagThreshold = fs.Duration("lag-threshold", 10*time.Millisecond, "send-lag p99 above which the generator is said to fall behind")
 		quiet        = fs.Bool("quiet", false, "no live progress line even on a terminal")
@@ -52,16 +57,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		apiKey       = fs.String("api-key", os.Getenv("LLMLAB_API_KEY"), "API key sent as 'Authorization: Bearer <key>' (env LLMLAB_API_KEY; default none)")
 	)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: llmlab bench [flags]\n\nOpen-loop load generator: sends the scenario's requests at --rate and reports\nlatency from each request's scheduled send time. Flags:")
+		fmt.Fprintln(stderr, "usage: llmlab bench [flags]\n\nLoad generator: sends the scenario's requests at --rate (open loop, latency from\n"+
+			"each request's scheduled send time) or from --concurrency clients (closed loop),\nand writes a run file (docs/runfile.md). Flags:")
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, exitCodesHelp)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return &exitError{code: 2}
+		return &exitError{code: exitUsage}
 	}
-	usage := func(format string, a ...any) error { return &exitError{code: 2, err: fmt.Errorf(format, a...)} }
+	usage := func(format string, a ...any) error { return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)} }
 	if fs.NArg() > 0 {
 		return usage("unexpected arguments %q", fs.Args())
 	}
@@ -109,12 +116,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usage("step-duration must be > 0, got %v", *stepDur)
 	case *findMax && *steps <= 0:
 		return usage("find-max-steps must be > 0, got %d", *steps)
-	case set["burstiness"] && *arrival != bench.ArrivalGamma && *burstiness != 1:
+	case set["burstiness"] && *arrivalProc != arrival.Gamma && *burstiness != 1:
 		// Constant and Poisson arrivals have no shape to set: the run
 		// would silently not be the bursty load asked for.
-		return usage("--burstiness %v needs --arrival gamma (got %s)", *burstiness, *arrival)
+		return usage("--burstiness %v needs --arrival gamma (got %s)", *burstiness, *arrivalProc)
 	case *findMax && set["duration"]:
 		return usage("--duration does not apply to --find-max; each step lasts --step-duration")
+	case *concurrency < 0:
+		return usage("concurrency must be >= 0, got %d", *concurrency)
+	case *concurrency > 0 && *findMax:
+		return usage("--concurrency (closed loop) has no rate for --find-max to search")
+	case *concurrency > 0 && (set["rate"] || set["arrival"] || set["burstiness"]):
+		return usage("--rate, --arrival and --burstiness do not apply to a closed loop (--concurrency)")
 	}
 	d := *duration
 	if *findMax {
@@ -132,8 +145,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := bench.Config{
 		URL: *url, Scenario: sc, Model: *model,
 		Rate: *rate, Duration: d, Ramp: *ramp, Warmup: *warmup, Cooldown: *cooldown,
-		Arrival: *arrival, Burstiness: *burstiness, Seed: *seed,
-		MaxConcurrency: *maxConc, Timeout: *timeout, SLO: spec, Profile: *profileName,
+		Arrival: *arrivalProc, Burstiness: *burstiness, Seed: *seed,
+		MaxConcurrency: *maxConc, Concurrency: *concurrency, Timeout: *timeout, SLO: spec, Profile: *profileName,
 		LagThreshold: *lagThreshold,
 	}
 	if *apiKey != "" {
@@ -170,7 +183,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		var fm bench.FindMaxResult
 		fm, runErr = bench.FindMax(ctx, cfg, opts)
 		if runErr != nil && len(fm.Steps) == 0 {
-			return runErr
+			if errors.Is(runErr, ctx.Err()) {
+				return runErr
+			}
+			return &exitError{code: exitFailure, err: runErr}
 		}
 		rf, err = bench.NewFindMaxRunFile(cfg, fm)
 	} else {
@@ -189,23 +205,33 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var saveErr error
 	if !*noSave {
 		if *out != "" {
-			path, saveErr = *out, bench.WriteRunFile(*out, &rf)
+			path, saveErr = *out, runfile.Write(*out, &rf)
 		} else {
-			path, saveErr = bench.SaveRunFile(*runsDir, &rf)
+			path, saveErr = runfile.Save(*runsDir, &rf)
 		}
 	}
 	// The summary comes first whatever happened to the file: a run file
 	// that cannot be written must not take a long run's figures with it.
-	if err := bench.WriteSummary(stdout, rf); err != nil {
+	info := stdout
+	if *jsonOut {
+		info = stderr // stdout holds the JSON alone
+		err = writeJSON(stdout, &rf)
+	} else {
+		err = runfile.WriteSummary(stdout, rf)
+	}
+	if err != nil {
 		return err
 	}
 	if saveErr != nil {
 		return fmt.Errorf("run file not saved: %w", saveErr)
 	}
 	if path != "" {
-		fmt.Fprintf(stdout, "\nrun file: %s\n", path)
+		fmt.Fprintf(info, "\nrun file: %s\n", path)
 	}
-	return runErr
+	if runErr != nil {
+		return runErr
+	}
+	return runVerdict(&rf, *failOnSLO)
 }
 
 // bearerTransport adds the API key to every request of the bench client.

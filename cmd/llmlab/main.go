@@ -37,7 +37,8 @@ func main() {
 	os.Exit(code)
 }
 
-// exitError lets a subcommand choose its exit status (e.g. 2 for usage errors).
+// exitError lets a subcommand choose its exit status (exitcodes.go: 2 for
+// usage errors, 3 and 4 for a run that measured nothing or missed the SLO).
 type exitError struct {
 	code int
 	err  error
@@ -51,22 +52,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr, cmds)
 		if len(args) == 0 {
-			return 2
+			return exitUsage
 		}
-		return 0
+		return exitOK
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "llmlab: unknown command %q\n\n", args[0])
 		usage(stderr, cmds)
-		return 2
+		return exitUsage
 	}
 	err := cmd.run(ctx, args[1:], stdout, stderr)
 	switch {
 	case err == nil:
-		return 0
+		return exitOK
 	case errors.Is(err, flag.ErrHelp):
-		return 0
+		return exitOK
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
@@ -76,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ee.code
 	}
 	fmt.Fprintf(stderr, "llmlab %s: %v\n", args[0], err)
-	return 1
+	return exitFailure
 }
 
 func usage(w io.Writer, cmds map[string]command) {
@@ -90,5 +91,5 @@ func usage(w io.Writer, cmds map[string]command) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-7s %s\n", n, cmds[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'llmlab <command> -h' for the flags of one command.")
+	fmt.Fprintln(w, "\nRun 'llmlab <command> -h' for the flags and exit codes of one command.")
 }

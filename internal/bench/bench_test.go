@@ -3,22 +3,24 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/llmlab/llmlab/internal/arrival"
+	"github.com/llmlab/llmlab/internal/runfile"
 	"github.com/llmlab/llmlab/internal/slo"
+	"github.com/llmlab/llmlab/internal/testsupport"
 )
 
 func TestMain(m *testing.M) {
@@ -247,11 +249,11 @@ func TestRunFileRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	p1, err := SaveRunFile(dir, &rf)
+	p1, err := runfile.Save(dir, &rf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2, err := SaveRunFile(dir, &rf)
+	p2, err := runfile.Save(dir, &rf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +261,7 @@ func TestRunFileRoundTrip(t *testing.T) {
 	if filepath.Base(p1) != day+"_run01_safe.json" || filepath.Base(p2) != day+"_run02_safe.json" {
 		t.Errorf("run files %s, %s; want run01 and run02 of today", p1, p2)
 	}
-	got, err := ReadRunFile(p2)
+	got, err := runfile.Read(p2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,36 +286,15 @@ func TestRunFileRoundTrip(t *testing.T) {
 			t.Errorf("results lacks shared field %q", k)
 		}
 	}
-	if err := WriteRunFile(filepath.Join(dir, "x", "out.json"), &rf); err != nil {
+	if err := runfile.Write(filepath.Join(dir, "x", "out.json"), &rf); err != nil {
 		t.Fatal(err)
 	}
 	if rf.ID != "out" {
 		t.Errorf("ID %q after --out, want the file's stem", rf.ID)
 	}
 	var sb strings.Builder
-	if err := WriteSummary(&sb, rf); err != nil || !strings.Contains(sb.String(), "SLO") {
+	if err := runfile.WriteSummary(&sb, rf); err != nil || !strings.Contains(sb.String(), "SLO") {
 		t.Errorf("summary: %v\n%s", err, sb.String())
-	}
-}
-
-func TestNextRunPath(t *testing.T) {
-	dir := t.TempDir()
-	day := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	for _, n := range []string{"2026-11-27_run01_a.json", "2026-11-27_run07_b.json", "2026-11-26_run09_a.json", "notes.txt"} {
-		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p, err := NextRunPath(dir, "my profile/x", day)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := filepath.Join(dir, "2026-11-27_run08_my-profile-x.json"); p != want {
-		t.Errorf("got %s, want %s", p, want)
-	}
-	p, _ = NextRunPath(filepath.Join(dir, "missing"), "", day)
-	if filepath.Base(p) != "2026-11-27_run01_adhoc.json" {
-		t.Errorf("got %s for an empty dir", p)
 	}
 }
 
@@ -394,10 +375,10 @@ func TestDiscoverModelError(t *testing.T) {
 	tr := NewTransport()
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
-	if m, err := DiscoverModel(context.Background(), c, url); err != nil || m != "test-model" {
+	if m, err := DiscoverModel(context.Background(), c, url, nil); err != nil || m != "test-model" {
 		t.Fatalf("got %q, %v", m, err)
 	}
-	if _, err := DiscoverModel(context.Background(), c, url+"/nothing"); err == nil || !strings.Contains(err.Error(), "404") {
+	if _, err := DiscoverModel(context.Background(), c, url+"/nothing", nil); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("want a 404 error, got %v", err)
 	}
 }
@@ -415,7 +396,7 @@ func TestConfigValidation(t *testing.T) {
 		func(c *Config) { c.URL = "ftp://x" },
 		func(c *Config) { c.URL = "http://" },
 		func(c *Config) { c.LagThreshold = -time.Millisecond },
-		func(c *Config) { c.Arrival, c.Burstiness = ArrivalGamma, math.Inf(1) },
+		func(c *Config) { c.Arrival, c.Burstiness = arrival.Gamma, math.Inf(1) },
 		func(c *Config) { c.Rate = 0.5 }, // half a request expected: nothing to measure
 	}
 	if err := CheckConfig(base); err != nil {
@@ -483,112 +464,6 @@ func TestNonStreamedHasNoTPOT(t *testing.T) {
 	}
 }
 
-// Runs saved at once under different profiles must still get different run
-// numbers: the exclusive create alone only protects the same file name.
-func TestSaveRunFileNumbersAreUniqueAcrossProfiles(t *testing.T) {
-	dir := t.TempDir()
-	const n = 16
-	paths := make(chan string, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rf := RunFile{Profile: fmt.Sprintf("p%d", i)}
-			p, err := SaveRunFile(dir, &rf)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			paths <- p
-		}()
-	}
-	wg.Wait()
-	close(paths)
-	seen := map[string]string{}
-	for p := range paths {
-		m := runName.FindStringSubmatch(filepath.Base(p))
-		if m == nil {
-			t.Fatalf("bad name %s", p)
-		}
-		if q, dup := seen[m[2]]; dup {
-			t.Errorf("run number %s used twice: %s and %s", m[2], q, p)
-		}
-		seen[m[2]] = p
-	}
-	if files, _ := os.ReadDir(dir); len(files) != n {
-		t.Errorf("%d files in the runs dir, want %d", len(files), n)
-	}
-}
-
-// TestRunFilesAppearOnlyComplete: a reader of the runs directory (the tuner,
-// the report) never sees a run file that is empty or half written, whether
-// it is numbered (SaveRunFile) or rewritten in place (WriteRunFile, --out),
-// and no temporary file is left behind.
-func TestRunFilesAppearOnlyComplete(t *testing.T) {
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out.json")
-	stop := make(chan struct{})
-	readerDone := make(chan []string)
-	go func() {
-		var bad []string
-		for {
-			select {
-			case <-stop:
-				readerDone <- bad
-				return
-			default:
-			}
-			entries, _ := os.ReadDir(dir)
-			for _, e := range entries {
-				if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
-					continue
-				}
-				b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-				if err != nil {
-					continue // given up (a lost run number) between listing and reading
-				}
-				var rf RunFile
-				if err := json.Unmarshal(b, &rf); err != nil || rf.ID+".json" != e.Name() {
-					bad = append(bad, fmt.Sprintf("%s (%d bytes)", e.Name(), len(b)))
-				}
-			}
-		}
-	}()
-	const writers, each = 4, 10
-	var wg sync.WaitGroup
-	for i := range writers {
-		wg.Go(func() {
-			for range each {
-				rf := RunFile{Profile: fmt.Sprintf("p%d", i), Results: &Result{}}
-				if _, err := SaveRunFile(dir, &rf); err != nil {
-					t.Error(err)
-				}
-			}
-		})
-	}
-	wg.Go(func() {
-		for range 100 {
-			rf := RunFile{Profile: "out", Results: &Result{}}
-			if err := WriteRunFile(out, &rf); err != nil {
-				t.Error(err)
-			}
-		}
-	})
-	wg.Wait()
-	close(stop)
-	if bad := <-readerDone; len(bad) > 0 {
-		t.Errorf("a reader saw %d incomplete run files, e.g. %s", len(bad), bad[0])
-	}
-	if files, _ := os.ReadDir(dir); len(files) != writers*each+1 {
-		var names []string
-		for _, f := range files {
-			names = append(names, f.Name())
-		}
-		t.Errorf("%d files in the runs dir, want %d: %v", len(files), writers*each+1, names)
-	}
-}
-
 // A search cut short by Ctrl-C lists its last step as interrupted, not as
 // a failure of the server at that rate.
 func TestFindMaxSummaryMarksInterruptedStep(t *testing.T) {
@@ -601,7 +476,7 @@ func TestFindMaxSummaryMarksInterruptedStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sb strings.Builder
-	if err := WriteSummary(&sb, rf); err != nil {
+	if err := runfile.WriteSummary(&sb, rf); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(sb.String(), "\n")
@@ -636,7 +511,7 @@ func TestFindMaxErrorKeepsFindings(t *testing.T) {
 func TestProgressLineFitsWidth(t *testing.T) {
 	srv := &testServer{TTFT: time.Millisecond}
 	url := srv.start(t)
-	var buf syncBuf
+	var buf testsupport.SyncBuffer
 	run(t, Config{URL: url, Model: "m", Scenario: scenario(t, 2), Rate: 20, Duration: 600 * time.Millisecond,
 		SLO: testSLO(5), Progress: &buf, ProgressInterval: 100 * time.Millisecond, ProgressWidth: 40})
 	lines := strings.Split(buf.String(), "\r\033[K")
@@ -650,19 +525,43 @@ func TestProgressLineFitsWidth(t *testing.T) {
 	}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
+// A closed loop of 3 clients against a server with a fixed 50 ms latency
+// completes about 3 / 50 ms requests per second, sends no faster than the
+// answers come (no send lag), and records itself as closed-loop. The
+// bounds are loose: only the count per client's round trip matters.
+func TestClosedLoopRun(t *testing.T) {
+	srv := &testServer{TTFT: 50 * time.Millisecond}
+	url := srv.start(t)
+	cfg := Config{URL: url, Model: "m", Scenario: scenario(t, 2), Concurrency: 3, Duration: time.Second, SLO: testSLO(5)}
+	res := run(t, cfg)
+	// Each client makes at most one request per 50 ms: 20 in a second.
+	if res.Completed == 0 || res.SentTotal > 3*20+3 || res.FailedTotal != 0 {
+		t.Errorf("completed %d sent %d failed %d", res.Completed, res.SentTotal, res.FailedTotal)
+	}
+	if res.SendLagP99 > 0.001 || res.ScheduledRate != 0 || res.GeneratorBehind {
+		t.Errorf("send lag p99 %v, scheduled rate %v, behind %v", res.SendLagP99, res.ScheduledRate, res.GeneratorBehind)
+	}
+	rf, err := NewRunFile(cfg, res)
+	if err != nil || rf.Config.Concurrency != 3 || rf.Config.Rate != 0 || rf.Config.Arrival != "closed_loop" {
+		t.Errorf("run file config %+v (%v)", rf.Config, err)
+	}
 }
 
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// Config.Header (the place for credentials) reaches the server on the
+// model look-up.
+func TestHeaderIsSent(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer k" {
+			http.Error(w, "no key", http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write([]byte(`{"object":"list","data":[{"id":"m","object":"model"}]}`))
+	}))
+	defer srv.Close()
+	if _, err := DiscoverModel(context.Background(), srv.Client(), srv.URL, nil); err == nil {
+		t.Fatal("look-up without the header passed")
+	}
+	if m, err := DiscoverModel(context.Background(), srv.Client(), srv.URL, http.Header{"Authorization": {"Bearer k"}}); err != nil || m != "m" {
+		t.Errorf("with the header: %q, %v", m, err)
+	}
 }

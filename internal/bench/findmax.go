@@ -2,14 +2,15 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"time"
+
+	"github.com/llmlab/llmlab/internal/search"
 )
 
-// FindMaxOptions bounds the search for the highest rate meeting the SLO.
+// FindMaxOptions bounds the search for the highest rate meeting the SLO
+// (internal/search does the search; these are its live defaults).
 type FindMaxOptions struct {
 	// StartRate is the first step's rate (default 1 req/s).
 	StartRate float64
@@ -28,70 +29,21 @@ type FindMaxOptions struct {
 }
 
 func (o FindMaxOptions) withDefaults() FindMaxOptions {
-	if o.StartRate <= 0 {
-		o.StartRate = 1
+	if o.StepDuration <= 0 {
+		o.StepDuration = time.Minute
 	}
 	if o.MaxSteps <= 0 {
 		o.MaxSteps = 8
 	}
-	if o.StepDuration <= 0 {
-		o.StepDuration = time.Minute
-	}
-	if o.Growth <= 1 {
-		o.Growth = 2
-	}
-	if o.Precision <= 0 {
-		o.Precision = 0.05
-	}
 	return o
 }
 
-// FindMaxStep is one run of the search.
-type FindMaxStep struct {
-	Step int     `json:"step"`
-	Rate float64 `json:"rate"`
-	// Pass is the step's slo_met; only passing steps can be the maximum.
-	// A step whose generator fell behind still counts (its latencies only
-	// grew by the lag), but the search is flagged GeneratorLimited.
-	Pass   bool   `json:"pass"`
-	Result Result `json:"result"`
-}
-
-// FindMaxResult is the outcome of a search.
-type FindMaxResult struct {
-	// MaxRate is the highest scheduled rate that passed (0: none did).
-	MaxRate float64 `json:"max_rate"`
-	// MaxRPS is the sustained completed RPS measured at MaxRate.
-	MaxRPS float64 `json:"max_rps"`
-	// FailRate is the lowest rate that failed (0: none did, so MaxRate is
-	// only a lower bound).
-	FailRate      float64       `json:"fail_rate"`
-	StepDurationS float64       `json:"step_duration_s"`
-	MaxSteps      int           `json:"max_steps"`
-	Steps         []FindMaxStep `json:"steps"`
-	// GeneratorLimited is set when a failing step's generator fell behind:
-	// the maximum may then say more about this machine than the server.
-	GeneratorLimited bool `json:"generator_limited"`
-}
-
-// best returns the passing step with the highest rate.
-func (f *FindMaxResult) best() (FindMaxStep, bool) {
-	var b FindMaxStep
-	ok := false
-	for _, s := range f.Steps {
-		if s.Pass && (!ok || s.Rate > b.Rate) {
-			b, ok = s, true
-		}
-	}
-	return b, ok
-}
-
-// FindMax searches for the highest arrival rate whose run meets the SLO:
-// the rate grows by Growth from StartRate until a step fails, then the
-// interval between the best pass and the lowest failure is bisected, all
-// within MaxSteps runs of StepDuration each. If the first step fails the
-// rate is divided by Growth until one passes. On cancellation it returns
-// the steps done so far with an error wrapping ctx.Err().
+// FindMax searches for the highest arrival rate whose run meets the SLO
+// with search.Run, each probe a Run of StepDuration. A step whose
+// generator fell behind still counts (its latencies only grew by the lag),
+// but the search is flagged GeneratorLimited. On cancellation it returns
+// the steps done so far, the last marked interrupted, with an error
+// wrapping ctx.Err().
 func FindMax(ctx context.Context, cfg Config, opts FindMaxOptions) (FindMaxResult, error) {
 	opts = opts.withDefaults()
 	out := FindMaxResult{StepDurationS: opts.StepDuration.Seconds(), MaxSteps: opts.MaxSteps}
@@ -107,89 +59,39 @@ func FindMax(ctx context.Context, cfg Config, opts FindMaxOptions) (FindMaxResul
 		if err != nil {
 			return out, err
 		}
-		m, err := DiscoverModel(ctx, cfg.Client, d.URL)
+		m, err := DiscoverModel(ctx, cfg.Client, d.URL, cfg.Header)
 		if err != nil {
 			return out, fmt.Errorf("find-max: %w", err)
 		}
 		cfg.Model = m
 	}
-	pass, fail := 0.0, math.Inf(1)
-	rate := opts.StartRate
-	for step := 1; step <= opts.MaxSteps; step++ {
+	probe := search.ProberFunc[Result](func(ctx context.Context, step int, rate float64) (Result, bool, error) {
 		c := cfg
 		c.Rate = rate
 		c.Duration = opts.StepDuration
 		c.Seed = cfg.Seed + uint64(step)
 		res, err := Run(ctx, c)
-		if err != nil && !errors.Is(err, ctx.Err()) {
-			out.finish(pass, fail) // the steps so far still bracket the maximum
-			return out, fmt.Errorf("find-max step %d at %.3g req/s: %w", step, rate, err)
-		}
-		s := FindMaxStep{Step: step, Rate: rate, Pass: res.SLOMet, Result: res}
-		out.Steps = append(out.Steps, s)
-		if opts.OnStep != nil {
-			opts.OnStep(s)
-		}
-		if err != nil {
-			out.finish(pass, fail)
-			return out, fmt.Errorf("find-max: %w", err)
-		}
-		if res.GeneratorBehind && !s.Pass {
+		return res, res.SLOMet, err
+	})
+	sopts := search.Options{Start: opts.StartRate, Growth: opts.Growth, Precision: opts.Precision, MaxSteps: opts.MaxSteps}
+	var onStep func(search.Step[Result])
+	if opts.OnStep != nil {
+		onStep = func(s search.Step[Result]) { opts.OnStep(stepRecord(s)) }
+	}
+	sr, err := search.Run(ctx, sopts, probe, onStep)
+	out.MaxRate, out.FailRate = sr.MaxRate, sr.FailRate
+	for _, s := range sr.Steps {
+		out.Steps = append(out.Steps, stepRecord(s))
+		if !s.Pass && !s.Interrupted && s.Result.GeneratorBehind {
 			out.GeneratorLimited = true
 		}
-		if s.Pass {
-			pass = math.Max(pass, rate)
-		} else {
-			fail = math.Min(fail, rate)
-		}
-		switch {
-		case math.IsInf(fail, 1):
-			rate *= opts.Growth
-		case pass == 0:
-			rate /= opts.Growth
-		default:
-			if (fail-pass)/pass <= opts.Precision {
-				out.finish(pass, fail)
-				return out, nil
-			}
-			rate = (pass + fail) / 2
-		}
 	}
-	out.finish(pass, fail)
-	return out, nil
+	if b, ok := out.Best(); ok {
+		out.MaxRPS = b.Result.RPS
+	}
+	return out, err
 }
 
-func (f *FindMaxResult) finish(pass, fail float64) {
-	f.MaxRate = pass
-	if !math.IsInf(fail, 1) {
-		f.FailRate = fail
-	}
-	if b, ok := f.best(); ok {
-		f.MaxRPS = b.Result.RPS
-	}
-}
-
-// NewFindMaxRunFile builds the record of a search: Results holds the best
-// passing step's figures.
-func NewFindMaxRunFile(cfg Config, fm FindMaxResult) (RunFile, error) {
-	var res Result
-	best, ok := fm.best()
-	if ok {
-		res = best.Result
-		cfg.Rate = best.Rate
-	} else if len(fm.Steps) > 0 {
-		res.Model = fm.Steps[0].Result.Model
-	}
-	cfg.Duration = time.Duration(fm.StepDurationS * float64(time.Second))
-	rf, err := NewRunFile(cfg, res)
-	if err != nil {
-		return RunFile{}, err
-	}
-	rf.Kind = KindFindMax
-	if !ok {
-		rf.Results = nil
-	}
-	rf.SLOMet = ok
-	rf.FindMax = &fm
-	return rf, nil
+func stepRecord(s search.Step[Result]) FindMaxStep {
+	return FindMaxStep{Step: s.Step, Rate: s.Rate, Pass: s.Pass, Result: s.Result}
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/bench"
+	"github.com/llmlab/llmlab/internal/runfile"
 )
 
 // startSim runs `llmlab sim` with no modelled load time and returns its URL.
@@ -37,7 +39,7 @@ func TestBenchAgainstSim(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, p.out.String())
 		}
 	}
-	rf, err := bench.ReadRunFile(out)
+	rf, err := runfile.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +66,7 @@ func TestBenchAgainstSim(t *testing.T) {
 	if code := p.wait(t, time.Minute); code != 0 {
 		t.Fatalf("chat bench exit %d:\n%s", code, p.out.String())
 	}
-	rf, err = bench.ReadRunFile(out)
+	rf, err = runfile.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +89,7 @@ func TestBenchInterrupted(t *testing.T) {
 	if code := p.wait(t, 30*time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1:\n%s", code, p.out.String())
 	}
-	rf, err := bench.ReadRunFile(out)
+	rf, err := runfile.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +112,7 @@ func TestBenchFindMaxAgainstSim(t *testing.T) {
 	if len(files) != 1 {
 		t.Fatalf("run files %v, want one run01 file", files)
 	}
-	rf, err := bench.ReadRunFile(files[0])
+	rf, err := runfile.Read(files[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +142,10 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 		{"--arrival", "poisson", "--burstiness", "0.5"},
 		{"--url", "127.0.0.1:8080"},
 		{"--url", "ftp://127.0.0.1:8080", "--model", "m", "--duration", "1s"},
+		{"--concurrency", "-1"},
+		{"--concurrency", "4", "--rate", "3"},            // closed loop has no rate
+		{"--concurrency", "4", "--find-max"},             // nor a rate to search
+		{"--concurrency", "4", "--max-concurrency", "2"}, // open-loop cap
 	} {
 		p := start(t, append([]string{"bench", "--no-save"}, args...)...)
 		if code := p.wait(t, 30*time.Second); code != 2 {
@@ -163,14 +169,15 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 		t.Errorf("exit %d, want 1 with a model discovery error:\n%s", code, p.out.String())
 	}
 	// With --model given, every request fails as a connection error and the
-	// run still reports (and fails the SLO) rather than crashing.
+	// run still reports (and fails the SLO) rather than crashing; nothing
+	// completed, so it exits 3.
 	out := filepath.Join(t.TempDir(), "refused.json")
 	p = start(t, "bench", "--out", out, "--model", "m", "--url", fmt.Sprintf("http://127.0.0.1:%d", port),
 		"--duration", "1s", "--ramp", "0s", "--rate", "5")
-	if code := p.wait(t, 30*time.Second); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, p.out.String())
+	if code := p.wait(t, 30*time.Second); code != 3 || !strings.Contains(p.out.String(), "no request of the steady window completed") {
+		t.Fatalf("exit %d, want 3:\n%s", code, p.out.String())
 	}
-	rf, err := bench.ReadRunFile(out)
+	rf, err := runfile.Read(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,5 +198,37 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.out.String(), "SLO (p95") ||
 		!strings.Contains(p.out.String(), "run file") {
 		t.Errorf("exit %d, want 1 with the summary and the write error:\n%s", code, p.out.String())
+	}
+}
+
+// --json prints the run file alone on stdout; --concurrency runs a closed
+// loop; --fail-on-slo turns a missed SLO into exit 4.
+func TestBenchJSONClosedLoopAndFailOnSLO(t *testing.T) {
+	url := startSim(t)
+	code, stdout, stderr := runSplit(t, "bench", "--url", url, "--concurrency", "4", "--duration", "4s", "--ramp", "0s",
+		"--no-save", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+	var rf runfile.RunFile
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	if err := dec.Decode(&rf); err != nil || dec.More() {
+		t.Fatalf("stdout is not one JSON object (%v):\n%s", err, stdout)
+	}
+	if rf.Source != runfile.SourceLive || rf.Config.Concurrency != 4 || rf.Config.Arrival != "closed_loop" ||
+		rf.Results == nil || rf.Results.Completed == 0 || rf.Results.SendLagP99 > 1e-3 {
+		t.Errorf("closed-loop run file: %+v %+v", rf.Config, rf.Results)
+	}
+	// An SLO no server meets: the run succeeds but misses it.
+	sloFile := filepath.Join(t.TempDir(), "slo.yaml")
+	if err := os.WriteFile(sloFile, []byte("slo:\n  p95_e2e_seconds: 0.001\n  max_error_rate: 0.001\nmeasurement:\n  duration: 10m\nworkload:\n  input_tokens: 200\n  output_tokens: 200\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"bench", "--url", url, "--rate", "4", "--duration", "3s", "--ramp", "0s", "--no-save", "--slo", sloFile}
+	if code, _, stderr := runSplit(t, args...); code != 0 {
+		t.Errorf("missed SLO without --fail-on-slo: exit %d, want 0\n%s", code, stderr)
+	}
+	if code, _, stderr := runSplit(t, append(args, "--fail-on-slo")...); code != 4 || !strings.Contains(stderr, "fail-on-slo") {
+		t.Errorf("missed SLO with --fail-on-slo: exit %d, want 4\n%s", code, stderr)
 	}
 }

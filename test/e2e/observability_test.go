@@ -113,7 +113,7 @@ func startPrometheus(t *testing.T, gateway, worker string, flags ...string) stri
 		t.Fatal(err)
 	}
 	addr := "127.0.0.1:" + itoa(freePort(t))
-	out := &syncBuffer{}
+	out := &testsupport.SyncBuffer{}
 	cmd := exec.Command(bin, append([]string{"--config.file=" + filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path=" + filepath.Join(dir, "data"),
 		"--web.listen-address=" + addr, "--log.level=warn"}, flags...)...)
 	cmd.Stdout, cmd.Stderr = out, out

@@ -1,40 +1,18 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"math"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-// simRunResult is the part of `llmlab sim run`'s JSON the tests read; the
-// names are the ones the load generator shares.
-type simRunResult struct {
-	Completed          int      `json:"completed"`
-	Requests           int      `json:"requests"`
-	RPS                float64  `json:"rps"`
-	E2EP50             float64  `json:"e2e_p50_s"`
-	E2EP95             float64  `json:"e2e_p95_s"`
-	E2EP99             float64  `json:"e2e_p99_s"`
-	TTFTP50            float64  `json:"ttft_p50_s"`
-	TTFTP95            float64  `json:"ttft_p95_s"`
-	TPOTP50            float64  `json:"tpot_p50_s"`
-	TPOTP95            float64  `json:"tpot_p95_s"`
-	ITLP95             float64  `json:"itl_p95_s"`
-	Preemptions        *int     `json:"preemptions"`
-	ErrorRate          *float64 `json:"error_rate"`
-	SLOMet             bool     `json:"slo_met"`
-	KVTokens           int      `json:"kv_tokens"`
-	MaxConcurrency     float64  `json:"max_concurrency"`
-	RequestsUnfinished *int     `json:"requests_unfinished"`
-	WallSeconds        float64  `json:"wall_seconds"`
-	MaxRPSUnderSLO     float64  `json:"max_rps_under_slo"`
-	Config             struct {
-		MaxNumSeqs          int     `json:"max_num_seqs"`
-		MaxNumBatchedTokens int     `json:"max_num_batched_tokens"`
-		Rate                float64 `json:"rate"`
-	} `json:"config"`
-}
+	"github.com/llmlab/llmlab/internal/runfile"
+)
 
 // simRun runs `llmlab sim run` and returns its exit code, stdout+stderr.
 func simRun(t *testing.T, args ...string) (int, string) {
@@ -44,34 +22,53 @@ func simRun(t *testing.T, args ...string) (int, string) {
 	return code, p.out.String()
 }
 
-func decodeSimRun(t *testing.T, out string) simRunResult {
+// runSplit runs llmlab with args to the end and returns its exit code,
+// stdout and stderr apart (--json promises stdout holds the JSON alone).
+func runSplit(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	var r simRunResult
-	dec := json.NewDecoder(strings.NewReader(out))
-	if err := dec.Decode(&r); err != nil {
-		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("llmlab %v: %v", args, err)
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// simRunJSON runs `llmlab sim run --json ARGS` and decodes its run file.
+func simRunJSON(t *testing.T, args ...string) (int, runfile.RunFile, string) {
+	t.Helper()
+	code, stdout, stderr := runSplit(t, append([]string{"sim", "run", "--json"}, args...)...)
+	var rf runfile.RunFile
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	if err := dec.Decode(&rf); err != nil {
+		t.Fatalf("exit %d; stdout is not one JSON object: %v\n%s\nstderr:\n%s", code, err, stdout, stderr)
 	}
 	if dec.More() {
-		t.Fatalf("more than one JSON value in the output:\n%s", out)
+		t.Fatalf("more than one JSON value on stdout:\n%s", stdout)
 	}
-	return r
+	return code, rf, stderr
 }
 
 func TestSimRunShort(t *testing.T) {
-	code, out := simRun(t, "--rate", "5", "--duration", "30s", "--input-len", "200", "--output-len", "200",
+	code, rf, stderr := simRunJSON(t, "--rate", "5", "--duration", "30s", "--ramp", "0s", "--input-len", "200", "--output-len", "200",
 		"--max-num-seqs", "128", "--max-num-batched-tokens", "8192")
 	if code != 0 {
-		t.Fatalf("exit %d:\n%s", code, out)
+		t.Fatalf("exit %d:\n%s", code, stderr)
 	}
-	r := decodeSimRun(t, out)
-	if r.Requests != 150 || r.Completed != 150 || r.RPS != 5 {
+	r := rf.Results
+	if rf.Kind != runfile.KindSimRun || rf.Source != runfile.SourceOffline || rf.Sim == nil || r == nil {
+		t.Fatalf("run file header: kind %q source %q sim %v", rf.Kind, rf.Source, rf.Sim)
+	}
+	if r.Requests != 150 || r.Completed != 150 || math.Abs(r.RPS-5) > 0.01 {
 		t.Errorf("requests %d completed %d rps %v, want 150/150/5", r.Requests, r.Completed, r.RPS)
 	}
-	if r.Preemptions == nil || r.ErrorRate == nil || r.RequestsUnfinished == nil {
-		t.Fatalf("required fields missing:\n%s", out)
-	}
-	if !r.SLOMet || *r.ErrorRate != 0 || *r.RequestsUnfinished != 0 {
-		t.Errorf("light load: slo_met %v, error_rate %v, unfinished %v", r.SLOMet, *r.ErrorRate, *r.RequestsUnfinished)
+	if !rf.SLOMet || r.ErrorRate != 0 || r.RequestsUnfinished != 0 {
+		t.Errorf("light load: slo_met %v, error_rate %v, unfinished %v", rf.SLOMet, r.ErrorRate, r.RequestsUnfinished)
 	}
 	// 200 tokens at a few ms per step: around a second end to end.
 	if r.E2EP50 <= 0.5 || r.E2EP95 > 5 || r.E2EP50 > r.E2EP95 || r.E2EP95 > r.E2EP99 {
@@ -80,8 +77,58 @@ func TestSimRunShort(t *testing.T) {
 	if r.TTFTP50 <= 0 || r.TTFTP95 < r.TTFTP50 || r.TPOTP50 <= 0 || r.TPOTP95 < r.TPOTP50 || r.ITLP95 <= 0 {
 		t.Errorf("token latencies: %+v", r)
 	}
-	if r.KVTokens <= 0 || r.MaxConcurrency <= 0 || r.Config.MaxNumSeqs != 128 || r.Config.MaxNumBatchedTokens != 8192 {
-		t.Errorf("plan/config: %+v", r)
+	if rf.Sim.KVTokens <= 0 || rf.Sim.MaxConcurrency <= 0 || rf.Sim.MaxNumSeqs != 128 || rf.Sim.MaxNumBatchedTokens != 8192 {
+		t.Errorf("plan/config: %+v", rf.Sim)
+	}
+	if rf.Workload.InputTokens != 200 || rf.Config.Rate != 5 || rf.SLO.P95E2ESeconds <= 0 {
+		t.Errorf("config %+v workload %+v slo %+v", rf.Config, rf.Workload, rf.SLO)
+	}
+	// Without --json: the human summary, as bench prints it.
+	code, out := simRun(t, "--rate", "5", "--duration", "30s", "--max-num-seqs", "128", "--max-num-batched-tokens", "8192")
+	if code != 0 || !strings.Contains(out, "llmlab sim run (offline") || !strings.Contains(out, "): MET") {
+		t.Errorf("summary: exit %d\n%s", code, out)
+	}
+}
+
+// A closed loop keeps N requests in the engine: the peak running count is
+// N, and the completed rate follows from the latency (Little's law).
+func TestSimRunClosedLoop(t *testing.T) {
+	code, rf, stderr := simRunJSON(t, "--concurrency", "8", "--duration", "1m", "--max-num-seqs", "128", "--max-num-batched-tokens", "8192")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+	r := rf.Results
+	if rf.Config.Concurrency != 8 || rf.Config.Arrival != "closed_loop" || r.PeakRunning != 8 {
+		t.Errorf("concurrency %d arrival %q peak running %d", rf.Config.Concurrency, rf.Config.Arrival, r.PeakRunning)
+	}
+	if little := 8 / r.E2EMean; math.Abs(r.RPS-little) > 0.1*little {
+		t.Errorf("rps %v, Little's law says %v (8 / mean e2e %v)", r.RPS, little, r.E2EMean)
+	}
+	if code, out := simRun(t, "--concurrency", "8", "--rate", "3"); code != 2 {
+		t.Errorf("--concurrency with --rate: exit %d, want 2\n%s", code, out)
+	}
+}
+
+// Exit codes: 3 when nothing completed, 4 with --fail-on-slo when the SLO
+// was missed, 0 without it.
+func TestSimRunExitCodes(t *testing.T) {
+	// Over-long prompts: every request is refused (vLLM's 400).
+	code, rf, stderr := simRunJSON(t, "--rate", "2", "--duration", "10s", "--input-len", "400", "--output-len", "200")
+	if code != 3 || rf.Results == nil || rf.Results.Errors["http_400"] == 0 || !strings.Contains(stderr, "no request") {
+		t.Errorf("all refused: exit %d, want 3; errors %v\n%s", code, rf.Results, stderr)
+	}
+	over := []string{"--rate", "60", "--duration", "30s", "--max-num-seqs", "64", "--max-num-batched-tokens", "4096"}
+	if code, out := simRun(t, over...); code != 0 || !strings.Contains(out, "NOT MET") {
+		t.Errorf("overload without --fail-on-slo: exit %d, want 0\n%s", code, out)
+	}
+	if code, out := simRun(t, append(over, "--fail-on-slo")...); code != 4 || !strings.Contains(out, "fail-on-slo") {
+		t.Errorf("overload with --fail-on-slo: exit %d, want 4\n%s", code, out)
+	}
+	if code, out := simRun(t, "--rate", "2", "--duration", "30s", "--fail-on-slo"); code != 0 {
+		t.Errorf("light load with --fail-on-slo: exit %d, want 0\n%s", code, out)
+	}
+	if code, out := simRun(t, "-h"); code != 0 || !strings.Contains(out, "Exit codes:") {
+		t.Errorf("-h: exit %d\n%s", code, out)
 	}
 }
 
@@ -116,20 +163,26 @@ func TestSimRunUsageErrors(t *testing.T) {
 }
 
 func TestSimRunFindMax(t *testing.T) {
-	code, out := simRun(t, "--find-max", "--rate", "4", "--duration", "1m", "--arrival", "poisson", "--seed", "3",
-		"--max-num-seqs", "64", "--max-num-batched-tokens", "4096")
+	out := filepath.Join(t.TempDir(), "fm.json")
+	code, rf, stderr := simRunJSON(t, "--find-max", "--rate", "4", "--duration", "1m", "--arrival", "poisson", "--seed", "3",
+		"--max-num-seqs", "64", "--max-num-batched-tokens", "4096", "--out", out)
 	if code != 0 {
-		t.Fatalf("exit %d:\n%s", code, out)
+		t.Fatalf("exit %d:\n%s", code, stderr)
 	}
-	r := decodeSimRun(t, out)
-	if r.MaxRPSUnderSLO <= 0 || !r.SLOMet || r.Config.Rate != r.MaxRPSUnderSLO {
-		t.Errorf("max_rps_under_slo %v, slo_met %v at rate %v", r.MaxRPSUnderSLO, r.SLOMet, r.Config.Rate)
+	fm := rf.FindMax
+	if rf.Kind != runfile.KindSimRunFindMax || fm == nil || fm.MaxRate <= 0 || !rf.SLOMet || rf.Config.Rate != fm.MaxRate ||
+		fm.FailRate <= fm.MaxRate || len(fm.Steps) < 3 {
+		t.Fatalf("find-max record: kind %q %+v slo_met %v rate %v", rf.Kind, fm, rf.SLOMet, rf.Config.Rate)
+	}
+	saved, err := runfile.Read(out)
+	if err != nil || saved.FindMax == nil || saved.FindMax.MaxRate != fm.MaxRate {
+		t.Errorf("--out file: %v %+v", err, saved.FindMax)
 	}
 	// Confirm with a plain run at that rate.
-	code, out = simRun(t, "--rate", jsonNumber(r.MaxRPSUnderSLO), "--duration", "1m", "--arrival", "poisson", "--seed", "3",
+	code, rf2, stderr := simRunJSON(t, "--rate", jsonNumber(fm.MaxRate), "--duration", "1m", "--arrival", "poisson", "--seed", "3",
 		"--max-num-seqs", "64", "--max-num-batched-tokens", "4096")
-	if code != 0 || !decodeSimRun(t, out).SLOMet {
-		t.Errorf("rerun at the max rate: exit %d\n%s", code, out)
+	if code != 0 || !rf2.SLOMet {
+		t.Errorf("rerun at the max rate: exit %d slo_met %v\n%s", code, rf2.SLOMet, stderr)
 	}
 }
 

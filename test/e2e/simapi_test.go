@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/llmlab/llmlab/internal/testsupport"
 )
 
 // dashboardQueries are the queries of vLLM's official Grafana dashboard
@@ -165,7 +167,7 @@ func TestSimAPIKey(t *testing.T) {
 // startProgram runs an external program for the test's lifetime.
 func startProgram(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{out: &testsupport.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(name, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

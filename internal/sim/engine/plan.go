@@ -136,10 +136,10 @@ func cudaGraphCaptureMax(maxNumSeqs, maxNumBatchedTokens int) int {
 }
 
 // NewPlan validates cfg and profiles memory as vLLM does at start-up. A
-// configuration that does not fit returns vLLM's error text.
+// configuration that does not fit returns a *StartupError with vLLM's text.
 func NewPlan(cfg Config) (Plan, error) {
 	if err := ValidateConfig(cfg); err != nil {
-		return Plan{}, err
+		return Plan{}, configError(err)
 	}
 	g, _ := cfg.ResolveGPU()
 	m, _ := cfg.ResolveModel()
@@ -159,16 +159,16 @@ func NewPlan(cfg Config) (Plan, error) {
 	// rounded to 2 places, as its GiB lambda does).
 	if p.FreeAtStartBytes < p.BudgetBytes {
 		r := func(b int64) string { return pyFloat(math.Round(float64(b)/GiB*100) / 100) }
-		return p, fmt.Errorf("ValueError: Free memory on device (%s/%s GiB) on startup is less than desired "+
+		return p, outOfMemory(fmt.Errorf("ValueError: Free memory on device (%s/%s GiB) on startup is less than desired "+
 			"GPU memory utilization (%s, %s GiB). Decrease GPU memory utilization or reduce GPU memory "+
-			"used by other processes.", r(p.FreeAtStartBytes), r(p.TotalBytes), pyFloat(cfg.GPUMemoryUtilization), r(p.BudgetBytes))
+			"used by other processes.", r(p.FreeAtStartBytes), r(p.TotalBytes), pyFloat(cfg.GPUMemoryUtilization), r(p.BudgetBytes)))
 	}
 	// Worker.load_model: weights that do not fit in free memory fail while
 	// loading, before any profiling.
 	if p.WeightBytes > p.FreeAtStartBytes {
-		return p, fmt.Errorf("torch.OutOfMemoryError: CUDA out of memory while loading the model weights "+
+		return p, outOfMemory(fmt.Errorf("torch.OutOfMemoryError: CUDA out of memory while loading the model weights "+
 			"(%.2f GiB of weights, %.2f GiB free of %.2f GiB total).",
-			float64(p.WeightBytes)/GiB, float64(p.FreeAtStartBytes)/GiB, float64(p.TotalBytes)/GiB)
+			float64(p.WeightBytes)/GiB, float64(p.FreeAtStartBytes)/GiB, float64(p.TotalBytes)/GiB))
 	}
 	// GPUModelRunner.profile_run: forward over max_num_batched_tokens, then
 	// the sampler over min(max_num_seqs, max_num_batched_tokens) requests
@@ -185,8 +185,8 @@ func NewPlan(cfg Config) (Plan, error) {
 
 	p.KVBytes = p.BudgetBytes - p.WeightBytes - p.ActivationBytes - p.OverheadBytes
 	if p.KVBytes <= 0 {
-		return p, fmt.Errorf("ValueError: No available memory for the cache blocks. " +
-			"Try increasing `gpu_memory_utilization` when initializing the engine.")
+		return p, outOfMemory(fmt.Errorf("ValueError: No available memory for the cache blocks. " +
+			"Try increasing `gpu_memory_utilization` when initializing the engine."))
 	}
 	kvPerToken := m.KVBytesPerToken()
 	blockBytes := kvPerToken * int64(cfg.BlockSize)
@@ -198,11 +198,11 @@ func NewPlan(cfg Config) (Plan, error) {
 	blocksPerSeq := (cfg.MaxModelLen + cfg.BlockSize - 1) / cfg.BlockSize
 	need := int64(blocksPerSeq) * blockBytes
 	if p.KVBytes < need {
-		return p, fmt.Errorf("ValueError: To serve at least one request with the models's max seq len (%d), "+
+		return p, outOfMemory(fmt.Errorf("ValueError: To serve at least one request with the models's max seq len (%d), "+
 			"(%.2f GiB KV cache is needed, which is larger than the available KV cache memory (%.2f GiB). "+
 			"Based on the available memory, the estimated maximum model length is %d. "+
 			"Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
-			cfg.MaxModelLen, float64(need)/GiB, float64(p.KVBytes)/GiB, p.KVTokens)
+			cfg.MaxModelLen, float64(need)/GiB, float64(p.KVBytes)/GiB, p.KVTokens))
 	}
 	// vLLM divides whole blocks: num_blocks / cdiv(max_model_len, block_size).
 	p.MaxConcurrency = float64(p.NumBlocks) / float64(blocksPerSeq)

@@ -1,13 +1,21 @@
 package offline
 
-// Search bounds for FindMax.
+import (
+	"context"
+
+	"github.com/llmlab/llmlab/internal/runfile"
+	"github.com/llmlab/llmlab/internal/search"
+)
+
+// Search bounds for FindMax (internal/search does the search).
 const (
 	// minRate is the lowest rate probed; below it the answer is 0.
 	minRate = 0.01
-	// maxRate caps the doubling phase.
+	// maxRate caps the growth phase.
 	maxRate = 4096
-	// relTolerance ends the bisection once the bracket is this narrow
-	// relative to its upper end.
+	// relTolerance ends the bisection once (fail − pass)/pass is this
+	// small: offline probes cost milliseconds, so the bracket can be
+	// narrower than live.
 	relTolerance = 0.01
 	// maxProbes bounds the number of simulated runs.
 	maxProbes = 40
@@ -21,100 +29,55 @@ type Probe struct {
 	RPS    float64 `json:"rps"`
 }
 
-// MaxResult is what `llmlab sim run --find-max` prints: the highest rate
-// found that meets the SLO and the full result of the run at that rate.
+// MaxResult is the outcome of FindMax: the highest rate found that meets
+// the SLO and the full result of the run at that rate.
 type MaxResult struct {
 	MaxRPSUnderSLO float64 `json:"max_rps_under_slo"`
 	// LowestFailingRate is the bracket's upper end (0 if none failed up to
 	// the search cap).
 	LowestFailingRate float64 `json:"lowest_failing_rate"`
 	Probes            []Probe `json:"probes"`
+	// StepRecords are the probes with their full figures, for the run file.
+	StepRecords []runfile.Step `json:"-"`
 	Result
 }
 
-// FindMax searches for the highest arrival rate whose run meets the SLO:
-// it doubles the rate from opts.Rate (or halves it while the SLO fails)
-// to bracket the boundary, then bisects until the bracket is within 1 %.
-// It assumes that meeting the SLO is monotone in the rate, which holds for
-// this engine up to small effects of batching; the probes are reported so
-// a reader can see the boundary. MaxRPSUnderSLO is 0 when even minRate
-// fails; then Result is the run at minRate.
+// SearchOptions are the offline search's bounds, for a caller that runs
+// search.Run itself; start is the first probe's rate.
+func SearchOptions(start float64, opts Options) search.Options {
+	// No probe may exceed the per-run request limit (Options.validate).
+	top := min(maxRate, maxRequests/opts.Duration.Seconds())
+	return search.Options{Start: start, Growth: 2, Precision: relTolerance, MaxSteps: maxProbes, Min: minRate, Max: top}
+}
+
+// FindMax searches for the highest arrival rate whose run meets the SLO
+// with search.Run (the search `llmlab bench --find-max` makes live),
+// starting at opts.Rate, within 1 % and at most 40 probes. It assumes that
+// meeting the SLO is monotone in the rate, which holds for this engine up
+// to small effects of batching; the probes are reported so a reader can
+// see the boundary. MaxRPSUnderSLO is 0 when even minRate fails; then
+// Result is the run at minRate.
 func FindMax(opts Options) (MaxResult, error) {
 	var r runner
-	var out MaxResult
-	probe := func(rate float64) (Result, error) {
+	probe := search.ProberFunc[Result](func(_ context.Context, _ int, rate float64) (Result, bool, error) {
 		o := opts
 		o.Rate = rate
 		res, err := r.run(o)
-		if err != nil {
-			return Result{}, err
-		}
-		out.Probes = append(out.Probes, Probe{Rate: rate, SLOMet: res.SLOMet, E2EP95: res.E2EP95, RPS: res.RPS})
-		return res, nil
-	}
-	start := opts.Rate
-	if !(start > 0) {
-		start = 1
-	}
-	// No probe may exceed the per-run request limit (Options.validate).
-	top := min(maxRate, maxRequests/opts.Duration.Seconds())
-	start = min(max(start, minRate), top)
-
-	var best Result
-	lo, hi := 0.0, 0.0 // lo passes (0: none yet), hi fails (0: none yet)
-	res, err := probe(start)
+		return res, res.SLOMet, err
+	})
+	sr, err := search.Run(context.Background(), SearchOptions(opts.Rate, opts), probe, nil)
 	if err != nil {
 		return MaxResult{}, err
 	}
-	if res.SLOMet {
-		lo, best = start, res
-		for rate := start * 2; rate <= top; rate *= 2 {
-			res, err := probe(rate)
-			if err != nil {
-				return MaxResult{}, err
-			}
-			if !res.SLOMet {
-				hi = rate
-				break
-			}
-			lo, best = rate, res
-		}
-	} else {
-		hi = start
-		for rate := start / 2; rate >= minRate; rate /= 2 {
-			res, err := probe(rate)
-			if err != nil {
-				return MaxResult{}, err
-			}
-			if res.SLOMet {
-				lo, best = rate, res
-				break
-			}
-			hi = rate
-		}
-		if lo == 0 {
-			res, err := probe(minRate)
-			if err != nil {
-				return MaxResult{}, err
-			}
-			out.Result, out.LowestFailingRate = res, minRate
-			return out, nil
-		}
+	out := MaxResult{MaxRPSUnderSLO: sr.MaxRate, LowestFailingRate: sr.FailRate}
+	for _, s := range sr.Steps {
+		out.Probes = append(out.Probes, Probe{Rate: s.Rate, SLOMet: s.Pass, E2EP95: s.Result.E2EP95, RPS: s.Result.RPS})
+		out.StepRecords = append(out.StepRecords, runfile.Step{Step: s.Step, Rate: s.Rate, Pass: s.Pass, Result: s.Result.Results})
 	}
-	for hi > 0 && (hi-lo) > relTolerance*hi && len(out.Probes) < maxProbes {
-		mid := (lo + hi) / 2
-		res, err := probe(mid)
-		if err != nil {
-			return MaxResult{}, err
-		}
-		if res.SLOMet {
-			lo, best = mid, res
-		} else {
-			hi = mid
-		}
+	if b, ok := sr.Best(); ok {
+		out.Result = b.Result
+	} else if n := len(sr.Steps); n > 0 {
+		out.Result = sr.Steps[n-1].Result
 	}
-	// If maxProbes cut the bisection short, the bracket [lo, hi] in the
-	// result says how far it got.
-	out.MaxRPSUnderSLO, out.LowestFailingRate, out.Result = lo, hi, best
 	return out, nil
 }

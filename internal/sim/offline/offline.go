@@ -8,15 +8,21 @@
 //
 // # What is measured
 //
-// Every request that arrives in [0, duration) is judged. After the last
-// arrival the engine keeps stepping until those requests finish, but at
-// most until duration + DrainFactor × the SLO's p95 bound: a request still
+// The arrivals are the load generator's: internal/arrival's schedule
+// (constant, Poisson or gamma after a linear ramp, seeded), or a closed
+// loop of Concurrency clients. Every request that arrives in the steady
+// window [warmup, duration − cooldown) is judged, with the run file's
+// definitions (internal/runfile), so an offline run and `llmlab bench`
+// against the live sim report the same figures for the same stream.
+// After the last arrival the engine keeps stepping until the requests
+// finish, but at most until duration + DrainFactor × the SLO's p95 bound: a request still
 // unfinished then is older than the bound whatever happens next, so it is
 // an SLO miss either way, and an overloaded configuration still ends. Such
 // requests are reported in requests_unfinished and enter the end-to-end
 // (and, without a first token, TTFT) percentiles at their age at the cap, a
 // lower bound of their latency. Requests the engine refuses (prompt plus
-// output longer than max_model_len, as vLLM answers 400) are errors.
+// output longer than max_model_len, as vLLM answers 400) are errors of
+// class http_400.
 //
 // Latencies follow the load generator's definitions: TTFT from arrival to
 // the end of the step that produced the first token; E2E to the end of the
@@ -29,10 +35,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/arrival"
+	"github.com/llmlab/llmlab/internal/runfile"
 	"github.com/llmlab/llmlab/internal/sim/engine"
 	"github.com/llmlab/llmlab/internal/slo"
 )
@@ -45,43 +52,80 @@ const DrainFactor = 4
 // minutes at 16,000 requests/s, far above what any modelled GPU serves.
 const maxRequests = 10_000_000
 
-// Arrival processes.
+// Arrival processes (internal/arrival's).
 const (
-	ArrivalConstant = "constant"
-	ArrivalPoisson  = "poisson"
+	ArrivalConstant = arrival.Constant
+	ArrivalPoisson  = arrival.Poisson
+	ArrivalGamma    = arrival.Gamma
 )
+
+// classRejected is the error class of a request the engine refuses, named
+// as the load generator names vLLM's answer to it.
+const classRejected = "http_400"
 
 // Options configures one offline run.
 type Options struct {
-	Engine    engine.Config
-	Rate      float64       // requests per second (> 0)
-	Duration  time.Duration // length of the arrival window
-	InputLen  int           // prompt tokens per request
-	OutputLen int           // output tokens per request (ignore_eos)
-	Arrival   string        // ArrivalConstant (default) or ArrivalPoisson
-	Seed      int64         // Poisson arrivals' seed
-	SLO       slo.Objective
+	Engine     engine.Config
+	Rate       float64       // requests per second (> 0; unused in a closed loop)
+	Duration   time.Duration // length of the arrival window, ramp included
+	Ramp       time.Duration // linear ramp from 0 to Rate (closed loop: clients start spread over it)
+	Warmup     time.Duration // excluded from the figures, from the start
+	Cooldown   time.Duration // excluded from the figures, before the end
+	InputLen   int           // prompt tokens per request
+	OutputLen  int           // output tokens per request (ignore_eos)
+	Arrival    string        // constant (default), poisson or gamma
+	Burstiness float64       // gamma shape (0: 1)
+	Seed       int64         // the arrival schedule's seed
+	// Concurrency, when > 0, makes the run closed-loop: that many clients
+	// each send their next request when the previous one ends.
+	Concurrency int
+	SLO         slo.Objective
+}
+
+func (o Options) spec() arrival.Spec {
+	return arrival.Spec{Rate: o.Rate, Duration: o.Duration, Ramp: o.Ramp, Arrival: o.Arrival, Burstiness: o.Burstiness, Seed: uint64(o.Seed)}
 }
 
 func (o Options) validate() error {
 	switch {
-	case !(o.Rate > 0) || math.IsInf(o.Rate, 0):
-		return fmt.Errorf("rate must be > 0, got %v", o.Rate)
 	case o.Duration <= 0:
 		return fmt.Errorf("duration must be > 0, got %v", o.Duration)
 	case o.InputLen <= 0 || o.OutputLen <= 0:
 		return fmt.Errorf("input and output lengths must be > 0, got %d and %d", o.InputLen, o.OutputLen)
-	case o.Arrival != "" && o.Arrival != ArrivalConstant && o.Arrival != ArrivalPoisson:
-		return fmt.Errorf("arrival must be %q or %q, got %q", ArrivalConstant, ArrivalPoisson, o.Arrival)
 	case o.SLO.P95E2ESeconds <= 0:
 		return errors.New("SLO p95 bound must be > 0")
-	case o.Rate*o.Duration.Seconds() > maxRequests:
+	case o.Warmup < 0 || o.Cooldown < 0:
+		return errors.New("warmup and cooldown must be >= 0")
+	case o.Warmup+o.Cooldown >= o.Duration:
+		return fmt.Errorf("warmup (%v) + cooldown (%v) leave no steady window in duration %v", o.Warmup, o.Cooldown, o.Duration)
+	case o.Concurrency < 0:
+		return errors.New("concurrency must be >= 0")
+	case o.Concurrency > 0:
+		if o.Ramp < 0 || o.Ramp > o.Duration {
+			return fmt.Errorf("ramp must be in [0, duration], got %v", o.Ramp)
+		}
+		return nil
+	}
+	if err := o.spec().Validate(); err != nil {
+		return err
+	}
+	if n := o.spec().ExpectedCount(); n > maxRequests {
 		// Every arrival's state is allocated up front: without a bound a
 		// typo (--rate 1e9) exhausts memory instead of failing.
 		return fmt.Errorf("rate %v × duration %v is %.0f requests, more than the %d one run simulates",
-			o.Rate, o.Duration, o.Rate*o.Duration.Seconds(), maxRequests)
+			o.Rate, o.Duration, n, maxRequests)
 	}
 	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.Arrival == "" {
+		o.Arrival = ArrivalConstant
+	}
+	if o.Burstiness == 0 || o.Arrival != ArrivalGamma {
+		o.Burstiness = 1
+	}
+	return o
 }
 
 // RunConfig echoes the configuration of a run in the result.
@@ -96,42 +140,33 @@ type RunConfig struct {
 	BlockSize            int     `json:"block_size"`
 	Calibrated           bool    `json:"calibrated"`
 	Rate                 float64 `json:"rate"`
+	Concurrency          int     `json:"concurrency"`
 	Arrival              string  `json:"arrival"`
+	Burstiness           float64 `json:"burstiness"`
 	DurationS            float64 `json:"duration_s"`
+	RampS                float64 `json:"ramp_s"`
+	WarmupS              float64 `json:"warmup_s"`
+	CooldownS            float64 `json:"cooldown_s"`
 	InputLen             int     `json:"input_len"`
 	OutputLen            int     `json:"output_len"`
 	Seed                 int64   `json:"seed"`
 }
 
-// Result is what `llmlab sim run` prints. Field names are shared with the
-// load generator's results (internal/bench) so that both can be compared.
+// Result is one offline run: the run file's results (internal/runfile:
+// the same figures, under the same names and definitions, as `llmlab
+// bench` measures) and the simulator's own view.
 type Result struct {
 	Config RunConfig     `json:"config"`
 	SLO    slo.Objective `json:"slo"`
 
-	Requests           int     `json:"requests"` // arrived in the window
-	Completed          int     `json:"completed"`
-	Failed             int     `json:"failed"`
-	RequestsUnfinished int     `json:"requests_unfinished"`
-	ErrorRate          float64 `json:"error_rate"`
-	RPS                float64 `json:"rps"` // completed / duration
-	OutputTokenRate    float64 `json:"output_throughput_tok_s"`
-
-	// Latencies are named as in `llmlab bench`.
-	slo.Latencies
-
-	Preemptions int  `json:"preemptions"`
-	SLOMet      bool `json:"slo_met"`
+	runfile.Results
 
 	KVTokens       int     `json:"kv_tokens"`
 	KVBlocks       int     `json:"kv_blocks"`
 	MaxConcurrency float64 `json:"max_concurrency"`
 	StartupSeconds float64 `json:"startup_seconds"`
-	PeakRunning    int     `json:"peak_running"`
-	PeakWaiting    int     `json:"peak_waiting"`
-	PeakKVUsage    float64 `json:"peak_kv_usage"`
-	Steps          int     `json:"steps"`
-	VirtualSeconds float64 `json:"virtual_seconds"` // simulated time including the drain
+	// VirtualSeconds is the simulated time, drain included.
+	VirtualSeconds float64 `json:"virtual_seconds"`
 	WallSeconds    float64 `json:"wall_seconds"`
 }
 
@@ -143,68 +178,96 @@ type reqState struct {
 	tokens  int
 	done    bool
 	failed  bool
+	steady  bool // arrived in the steady window: judged
 }
 
 // runner holds buffers reused across the runs of a search.
 type runner struct {
-	reqs  []reqState
-	ids   []string
-	times []float64
-	itl   []float64
-	e2e   []float64
-	ttft  []float64
-	tpot  []float64
+	reqs   []reqState
+	ids    []string
+	times  []float64 // scheduled arrivals (closed loop: the clients' first sends)
+	follow []float64 // closed loop: next sends, at the ends of previous requests
+	itl    []float64
+	e2e    []float64
+	ttft   []float64
+	tpot   []float64
 }
 
 // Run simulates one run. It fails if the options are invalid or the engine
-// configuration does not fit (the error is vLLM's).
+// configuration does not start: then the error is an *engine.StartupError
+// with vLLM's message (errors.As).
 func Run(opts Options) (Result, error) {
 	var r runner
 	return r.run(opts)
 }
 
-// arrivals fills r.times with the arrival times in [0, duration).
-// Constant arrivals are spaced 1/rate apart from t = 0; Poisson arrivals
-// have exponential gaps drawn from a PCG stream seeded by seed, so the
-// same seed gives the same pattern, only scaled, at every rate.
-func (r *runner) arrivals(opts Options) {
-	r.times = r.times[:0]
-	d := opts.Duration.Seconds()
-	if opts.Arrival == ArrivalPoisson {
-		rng := rand.New(rand.NewPCG(uint64(opts.Seed), 0x11a1ab))
-		for t := rng.ExpFloat64() / opts.Rate; t < d; t += rng.ExpFloat64() / opts.Rate {
-			r.times = append(r.times, t)
+// arrivals fills r.times with the scheduled arrivals in seconds: the
+// schedule of internal/arrival, the very one `llmlab bench` sends by, or,
+// in a closed loop, each client's first send.
+func (r *runner) arrivals(opts Options) error {
+	r.times, r.follow = r.times[:0], r.follow[:0]
+	if opts.Concurrency > 0 {
+		for i := range opts.Concurrency {
+			r.times = append(r.times, arrival.ClosedLoopStart(i, opts.Concurrency, opts.Ramp).Seconds())
 		}
-		return
+		return nil
 	}
-	for i := 0; ; i++ {
-		t := float64(i) / opts.Rate
-		if t >= d {
-			return
-		}
-		r.times = append(r.times, t)
+	sched, err := arrival.Schedule(opts.spec())
+	if err != nil {
+		return err
 	}
+	for _, at := range sched {
+		r.times = append(r.times, at.Seconds())
+	}
+	return nil
+}
+
+// queue hands out the arrivals in time order: the schedule, merged with
+// the closed loop's follow-ups (appended in non-decreasing time, since the
+// virtual clock only moves forward).
+type queue struct {
+	r            *runner
+	next, nextFo int
+}
+
+func (q *queue) peek() (float64, bool) {
+	r := q.r
+	switch {
+	case q.next < len(r.times) && q.nextFo < len(r.follow):
+		return min(r.times[q.next], r.follow[q.nextFo]), true
+	case q.next < len(r.times):
+		return r.times[q.next], true
+	case q.nextFo < len(r.follow):
+		return r.follow[q.nextFo], true
+	}
+	return 0, false
+}
+
+func (q *queue) pop() float64 {
+	r := q.r
+	if q.nextFo < len(r.follow) && (q.next >= len(r.times) || r.follow[q.nextFo] < r.times[q.next]) {
+		q.nextFo++
+		return r.follow[q.nextFo-1]
+	}
+	q.next++
+	return r.times[q.next-1]
 }
 
 func (r *runner) run(opts Options) (Result, error) {
 	wallStart := time.Now()
-	if opts.Arrival == "" {
-		opts.Arrival = ArrivalConstant
-	}
+	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return Result{}, err
 	}
 	plan, err := engine.NewPlan(opts.Engine)
 	if err != nil {
-		return Result{}, err
+		return Result{}, fmt.Errorf("engine start-up: %w", err)
 	}
 	sched := engine.NewScheduler(opts.Engine, plan)
-	r.arrivals(opts)
-	n := len(r.times)
-	for len(r.ids) < n {
-		r.ids = append(r.ids, "offline-"+strconv.Itoa(len(r.ids)))
+	if err := r.arrivals(opts); err != nil {
+		return Result{}, err
 	}
-	r.reqs = append(r.reqs[:0], make([]reqState, n)...)
+	r.reqs = r.reqs[:0]
 	r.itl = r.itl[:0]
 
 	res := Result{
@@ -213,37 +276,51 @@ func (r *runner) run(opts Options) (Result, error) {
 			GPUMemoryUtilization: opts.Engine.GPUMemoryUtilization, MaxNumSeqs: opts.Engine.MaxNumSeqs,
 			MaxNumBatchedTokens: opts.Engine.MaxNumBatchedTokens, EnableChunkedPrefill: opts.Engine.EnableChunkedPrefill,
 			BlockSize: opts.Engine.BlockSize, Calibrated: opts.Engine.Calibration != nil,
-			Rate: opts.Rate, Arrival: opts.Arrival, DurationS: opts.Duration.Seconds(),
-			InputLen: opts.InputLen, OutputLen: opts.OutputLen, Seed: opts.Seed,
+			Rate: opts.Rate, Concurrency: opts.Concurrency, Arrival: opts.Arrival, Burstiness: opts.Burstiness,
+			DurationS: opts.Duration.Seconds(), RampS: opts.Ramp.Seconds(), WarmupS: opts.Warmup.Seconds(),
+			CooldownS: opts.Cooldown.Seconds(), InputLen: opts.InputLen, OutputLen: opts.OutputLen, Seed: opts.Seed,
 		},
 		SLO:            opts.SLO,
-		Requests:       n,
 		KVTokens:       plan.KVTokens,
 		KVBlocks:       plan.NumBlocks,
 		MaxConcurrency: plan.MaxConcurrency,
 		StartupSeconds: plan.StartupSeconds,
 	}
+	if opts.Concurrency > 0 {
+		res.Config.Rate, res.Config.Arrival, res.Config.Burstiness = 0, arrival.ClosedLoop, 0
+	}
 
-	deadline := opts.Duration.Seconds() + DrainFactor*opts.SLO.P95E2ESeconds
-	now, next := 0.0, 0
+	d := opts.Duration.Seconds()
+	from, to := opts.Warmup.Seconds(), d-opts.Cooldown.Seconds()
+	deadline := d + DrainFactor*opts.SLO.P95E2ESeconds
+	q := queue{r: r}
+	now := 0.0
 	// The API server's cost per request comes before the engine sees it.
 	front := sched.StepModel().FrontendRequestSeconds()
 	for {
-		for next < n && r.times[next]+front <= now {
-			st := &r.reqs[next]
-			st.arrival, st.first = r.times[next], -1
-			err := sched.Add(engine.Request{ID: r.ids[next], PromptTokens: opts.InputLen, OutputTokens: opts.OutputLen, Ref: next})
-			if err != nil {
-				st.failed = true
-				res.Failed++
+		for t, ok := q.peek(); ok && t+front <= now; t, ok = q.peek() {
+			at := q.pop()
+			i := len(r.reqs)
+			if i >= maxRequests {
+				break // a closed loop on a near-zero step time: stop sending
 			}
-			next++
+			r.reqs = append(r.reqs, reqState{arrival: at, first: -1, steady: at >= from && at < to})
+			for len(r.ids) <= i {
+				r.ids = append(r.ids, "offline-"+strconv.Itoa(len(r.ids)))
+			}
+			err := sched.Add(engine.Request{ID: r.ids[i], PromptTokens: opts.InputLen, OutputTokens: opts.OutputLen, Ref: i})
+			if err != nil {
+				// Refused as vLLM answers 400. A closed-loop client
+				// would only be refused again: it stops.
+				r.reqs[i].failed = true
+			}
 		}
 		if !sched.HasWork() {
-			if next >= n {
+			t, ok := q.peek()
+			if !ok || len(r.reqs) >= maxRequests {
 				break
 			}
-			now = r.times[next] + front // idle: jump to the next arrival
+			now = t + front // idle: jump to the next arrival
 			continue
 		}
 		if now >= deadline {
@@ -254,10 +331,11 @@ func (r *runner) run(opts Options) (Result, error) {
 			// Work that cannot be scheduled (cannot happen with a plan
 			// from NewPlan); wait for an arrival or give up. (Not
 			// Duration == 0: a tiny calibration rounds real steps to 0 ns.)
-			if next >= n {
+			t, ok := q.peek()
+			if !ok {
 				break
 			}
-			now = r.times[next] + front
+			now = t + front
 			continue
 		}
 		res.Steps++
@@ -266,14 +344,21 @@ func (r *runner) run(opts Options) (Result, error) {
 			st := &r.reqs[ev.Ref]
 			if st.tokens == 0 {
 				st.first = now
-			} else {
+			} else if st.steady {
 				r.itl = append(r.itl, now-st.last)
 			}
 			st.last = now
 			st.tokens++
 			if ev.Finished {
 				st.done = true
-				res.Completed++
+				if opts.Concurrency > 0 && now < d {
+					// The client sends again at once, but only after it
+					// has read the end of this request: the engine has
+					// started its next step by then (it does not wait
+					// for arrivals), so the new request cannot join that
+					// step. Just after now, it waits for the next one.
+					r.follow = append(r.follow, math.Nextafter(now, math.Inf(1)))
+				}
 			}
 		}
 		stats := sched.Stats()
@@ -281,26 +366,60 @@ func (r *runner) run(opts Options) (Result, error) {
 		res.PeakWaiting = max(res.PeakWaiting, stats.Waiting)
 		res.PeakKVUsage = max(res.PeakKVUsage, stats.KVUsage())
 	}
-	res.VirtualSeconds = now
-	res.Preemptions = sched.Stats().Preemptions
+	res.VirtualSeconds, res.VirtualS = now, now
+	res.Preemptions = int64(sched.Stats().Preemptions)
 	r.summarise(&res, opts, now)
 	res.WallSeconds = time.Since(wallStart).Seconds()
 	return res, nil
 }
 
-// summarise computes the percentiles and the SLO verdict at virtual time end.
+// summarise computes the figures of the steady cohort, as the load
+// generator defines them (docs/runfile.md), at virtual time end.
 func (r *runner) summarise(res *Result, opts Options, end float64) {
 	r.e2e, r.ttft, r.tpot = r.e2e[:0], r.ttft[:0], r.tpot[:0]
-	outTokens := 0
+	d := opts.Duration.Seconds()
+	from, to := opts.Warmup.Seconds(), d-opts.Cooldown.Seconds()
+	window := to - from
+	sloE2E := opts.SLO.P95E2ESeconds
+	out := &res.Results
+	out.Model = opts.Engine.ModelSpec
+	out.Errors, out.ErrorsTotal = map[string]int64{}, map[string]int64{}
+	out.Warnings = []string{}
+	var (
+		outTokens, good, scheduled int64
+		firstEnd, lastEndSteady    = math.Inf(1), 0.0
+		lastEnd                    float64
+	)
 	for i := range r.reqs {
 		st := &r.reqs[i]
-		if st.failed {
+		out.SentTotal++
+		switch {
+		case st.failed:
+			out.FailedTotal++
+			out.ErrorsTotal[classRejected]++
+		case st.done:
+			out.CompletedTotal++
+			lastEnd = max(lastEnd, st.last)
+		}
+		if !st.steady {
 			continue
 		}
-		outTokens += st.tokens
+		scheduled++
+		out.Requests++
+		if st.failed {
+			out.Failed++
+			out.Errors[classRejected]++
+			continue
+		}
 		switch {
 		case st.done:
+			out.Completed++
+			outTokens += int64(st.tokens)
 			e := st.last - st.arrival
+			if e <= sloE2E {
+				good++
+			}
+			firstEnd, lastEndSteady = min(firstEnd, st.last), max(lastEndSteady, st.last)
 			r.e2e = append(r.e2e, e)
 			r.ttft = append(r.ttft, st.first-st.arrival)
 			if st.tokens > 1 {
@@ -308,7 +427,7 @@ func (r *runner) summarise(res *Result, opts Options, end float64) {
 			}
 		default:
 			// Unfinished at the cap: its age is a lower bound of its latency.
-			res.RequestsUnfinished++
+			out.RequestsUnfinished++
 			age := end - st.arrival
 			r.e2e = append(r.e2e, age)
 			if st.first >= 0 {
@@ -318,13 +437,40 @@ func (r *runner) summarise(res *Result, opts Options, end float64) {
 			}
 		}
 	}
-	d := opts.Duration.Seconds()
-	res.RPS = float64(res.Completed) / d
-	res.OutputTokenRate = float64(outTokens) / d
-	if res.Requests > 0 {
-		res.ErrorRate = float64(res.Failed) / float64(res.Requests)
+	if out.Requests > 0 {
+		out.ErrorRate = float64(out.Failed) / float64(out.Requests)
 	}
-	res.Latencies = slo.NewLatencies(summarize(r.e2e), summarize(r.ttft), summarize(r.tpot), summarize(r.itl))
-	// A run in which nothing arrived proves nothing: it does not meet the SLO.
-	res.SLOMet = res.Requests > 0 && opts.SLO.Met(res.E2EP95, res.ErrorRate)
+	if window > 0 {
+		out.ScheduledRate = float64(scheduled) / window
+		out.AchievedRate = out.ScheduledRate // virtual time never falls behind
+	}
+	out.RPS = runfile.SustainedRPS(out.Completed, firstEnd, lastEndSteady, window)
+	if lastEnd > 0 {
+		out.RPSOverall = float64(out.CompletedTotal) / lastEnd
+	}
+	if out.Completed > 0 {
+		out.GoodputFrac = float64(good) / float64(out.Completed)
+		out.GoodputRPS = out.RPS * out.GoodputFrac
+		out.OutputTokensMean = float64(outTokens) / float64(out.Completed)
+		out.OutputTokenRate = out.OutputTokensMean * out.RPS
+	}
+	out.InputTokens = out.Completed * int64(opts.InputLen)
+	out.OutputTokens = outTokens
+	out.DurationS, out.SteadyStartS, out.SteadyEndS, out.SteadyWindowS = d, from, to, window
+	out.WallS = lastEnd
+	out.Latencies = slo.NewLatencies(summarize(r.e2e), summarize(r.ttft), summarize(r.tpot), summarize(r.itl))
+	if out.RequestsUnfinished > 0 {
+		out.Warnings = append(out.Warnings, fmt.Sprintf(
+			"%d requests were unfinished when the drain cap (%.0f s after the last arrival) ended the run; their latencies count at their age then",
+			out.RequestsUnfinished, DrainFactor*sloE2E))
+	}
+	if out.Completed == 0 {
+		out.Warnings = append(out.Warnings, "no request of the steady window completed")
+	}
+	out.SLOMet = out.Completed > 0 && opts.SLO.Met(out.E2EP95, out.ErrorRate)
 }
+
+// CheckOptions applies the defaults and validates opts without running,
+// so a command line can report usage errors (exit 2) apart from an engine
+// that does not start.
+func CheckOptions(opts Options) error { return opts.withDefaults().validate() }

@@ -1,13 +1,16 @@
 package offline
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/arrival"
 	"github.com/llmlab/llmlab/internal/sim/engine"
 	"github.com/llmlab/llmlab/internal/slo"
 )
@@ -73,7 +76,7 @@ func TestRunLightLoad(t *testing.T) {
 	if res.Requests != 360 || res.Completed != 360 || res.ErrorRate != 0 || !res.SLOMet {
 		t.Errorf("light load: requests %d completed %d errors %v slo %v", res.Requests, res.Completed, res.ErrorRate, res.SLOMet)
 	}
-	if res.RPS != 3 {
+	if math.Abs(res.RPS-3) > 1e-9 {
 		t.Errorf("rps = %v, want 3", res.RPS)
 	}
 	if !(res.TTFTP50 > 0 && res.TTFTP50 <= res.TTFTP95 && res.E2EP50 <= res.E2EP95 && res.E2EP95 <= res.E2EP99 && res.E2EP99 <= res.E2EMax) {
@@ -103,7 +106,7 @@ func TestDeterministic(t *testing.T) {
 		}
 		b, _ := Run(o)
 		a.WallSeconds, b.WallSeconds = 0, 0
-		if a != b {
+		if !reflect.DeepEqual(a, b) {
 			t.Errorf("%s: two runs differ:\n%+v\n%+v", arrival, a, b)
 		}
 	}
@@ -270,7 +273,7 @@ func BenchmarkOffline(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		requests += res.Requests
+		requests += int(res.Requests)
 	}
 	b.ReportMetric(float64(requests)/b.Elapsed().Seconds(), "sim_requests/s")
 }
@@ -287,5 +290,77 @@ func TestSubNanosecondStepsStillCount(t *testing.T) {
 	}
 	if res.Requests != 10 || res.Completed != 10 || res.RequestsUnfinished != 0 {
 		t.Fatalf("requests %d, completed %d, unfinished %d", res.Requests, res.Completed, res.RequestsUnfinished)
+	}
+}
+
+// The offline runner sends the load generator's very stream: its arrivals
+// are arrival.Schedule's for the same spec, ramp and seed included.
+func TestArrivalsAreTheSharedSchedule(t *testing.T) {
+	o := opts(profile(64, 4096), 7, 20*time.Second)
+	o.Arrival, o.Burstiness, o.Ramp, o.Seed = ArrivalGamma, 0.5, 4*time.Second, 9
+	var r runner
+	if err := r.arrivals(o.withDefaults()); err != nil {
+		t.Fatal(err)
+	}
+	want, err := arrival.Schedule(arrival.Spec{Rate: 7, Duration: 20 * time.Second, Ramp: 4 * time.Second, Arrival: arrival.Gamma, Burstiness: 0.5, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.times) != len(want) {
+		t.Fatalf("%d arrivals, schedule has %d", len(r.times), len(want))
+	}
+	for i, at := range want {
+		if r.times[i] != at.Seconds() {
+			t.Fatalf("arrival %d at %v, schedule says %v", i, r.times[i], at.Seconds())
+		}
+	}
+}
+
+// Only requests that arrive in the steady window are judged.
+func TestSteadyWindow(t *testing.T) {
+	o := opts(profile(64, 4096), 10, time.Minute)
+	o.Warmup, o.Cooldown = 10*time.Second, 20*time.Second
+	res, err := Run(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 300 || res.SentTotal != 600 || res.SteadyWindowS != 30 || math.Abs(res.ScheduledRate-10) > 1e-9 {
+		t.Errorf("requests %d of %d sent, window %v s, scheduled rate %v; want 300 of 600 in 30 s at 10/s",
+			res.Requests, res.SentTotal, res.SteadyWindowS, res.ScheduledRate)
+	}
+}
+
+// A closed loop keeps exactly Concurrency requests in the engine, and its
+// throughput is Concurrency ÷ mean latency (Little's law).
+func TestClosedLoop(t *testing.T) {
+	o := opts(profile(64, 4096), 0, time.Minute)
+	o.Concurrency = 6
+	res, err := Run(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PeakRunning != 6 || res.Completed == 0 || res.Config.Arrival != arrival.ClosedLoop || res.Config.Rate != 0 {
+		t.Fatalf("peak running %d, completed %d, config %+v", res.PeakRunning, res.Completed, res.Config)
+	}
+	if little := 6 / res.E2EMean; math.Abs(res.RPS-little) > 0.05*little {
+		t.Errorf("rps %v, Little's law %v", res.RPS, little)
+	}
+	// Refused requests do not spin: each client stops after its refusal.
+	o.InputLen = 400
+	res, err = Run(o)
+	if err != nil || res.SentTotal != 6 || res.Failed != 6 || res.Errors["http_400"] != 6 {
+		t.Errorf("refused closed loop: %v, sent %d failed %d errors %v", err, res.SentTotal, res.Failed, res.Errors)
+	}
+}
+
+// An engine that would not start is a typed error, not a string to match.
+func TestStartupErrorIsTyped(t *testing.T) {
+	_, err := Run(opts(profile(256, 16384), 1, time.Minute))
+	var se *engine.StartupError
+	if !errors.As(err, &se) || se.Reason != engine.ReasonOutOfMemory {
+		t.Errorf("OOM config: %v", err)
+	}
+	if _, err := FindMax(opts(profile(256, 16384), 1, time.Minute)); !engine.IsOutOfMemory(err) {
+		t.Errorf("find-max on an OOM config: %v", err)
 	}
 }

@@ -1,4 +1,14 @@
-package bench
+// Package arrival is the one request schedule of the lab: when each
+// request of an open-loop run is sent, as offsets from the run's start. The
+// live load generator (internal/bench) and the offline simulator
+// (internal/sim/offline) both take their arrivals from Schedule, so a live
+// run and an offline run with the same Spec see the same request stream.
+//
+// A closed-loop run (a fixed number of clients, each sending its next
+// request when the previous one ends, as `vllm bench serve
+// --max-concurrency` with an infinite rate) has no schedule; ClosedLoopStart
+// only staggers the clients' first sends over the ramp.
+package arrival
 
 import (
 	"fmt"
@@ -9,14 +19,17 @@ import (
 
 // Arrival processes.
 const (
-	ArrivalConstant = "constant"
-	ArrivalPoisson  = "poisson"
-	ArrivalGamma    = "gamma"
+	Constant = "constant"
+	Poisson  = "poisson"
+	Gamma    = "gamma"
+	// ClosedLoop is what a run file records as the arrival process of a
+	// closed-loop run, which has no schedule.
+	ClosedLoop = "closed_loop"
 )
 
-// ScheduleSpec says when requests are sent: a target rate reached after a
+// Spec says when requests are sent: a target rate reached after a
 // linear ramp, and the shape of the gaps between arrivals.
-type ScheduleSpec struct {
+type Spec struct {
 	// Rate is the steady arrival rate, requests per second.
 	Rate float64
 	// Duration is how long requests are sent (ramp included).
@@ -33,7 +46,7 @@ type ScheduleSpec struct {
 }
 
 // Validate checks the spec.
-func (s ScheduleSpec) Validate() error {
+func (s Spec) Validate() error {
 	switch {
 	case !(s.Rate > 0) || math.IsInf(s.Rate, 0):
 		return fmt.Errorf("rate must be > 0, got %v", s.Rate)
@@ -41,9 +54,9 @@ func (s ScheduleSpec) Validate() error {
 		return fmt.Errorf("duration must be > 0")
 	case s.Ramp < 0 || s.Ramp > s.Duration:
 		return fmt.Errorf("ramp must be in [0, duration], got %v", s.Ramp)
-	case s.Arrival != ArrivalConstant && s.Arrival != ArrivalPoisson && s.Arrival != ArrivalGamma:
+	case s.Arrival != Constant && s.Arrival != Poisson && s.Arrival != Gamma:
 		return fmt.Errorf("arrival must be constant, poisson or gamma, got %q", s.Arrival)
-	case s.Arrival == ArrivalGamma && (!(s.Burstiness > 0) || math.IsInf(s.Burstiness, 0)):
+	case s.Arrival == Gamma && (!(s.Burstiness > 0) || math.IsInf(s.Burstiness, 0)):
 		return fmt.Errorf("burstiness must be > 0, got %v", s.Burstiness)
 	}
 	return nil
@@ -51,7 +64,7 @@ func (s ScheduleSpec) Validate() error {
 
 // ExpectedCount is the expected number of arrivals: the integral of the rate
 // over the duration, Rate·(Duration − Ramp/2).
-func (s ScheduleSpec) ExpectedCount() float64 {
+func (s Spec) ExpectedCount() float64 {
 	return s.Rate * (s.Duration.Seconds() - s.Ramp.Seconds()/2)
 }
 
@@ -64,16 +77,16 @@ func (s ScheduleSpec) ExpectedCount() float64 {
 // mapped to wall time through the inverse of the cumulative rate
 // Λ(t) = ∫₀ᵗ rate. This gives a ramp for every process without thinning and
 // keeps the steady part exactly the requested process.
-func Schedule(spec ScheduleSpec) ([]time.Duration, error) {
+func Schedule(spec Spec) ([]time.Duration, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
 	rng := rand.New(rand.NewPCG(spec.Seed, 0x6c6c6d6c6162)) // "llmlab"
 	gap := func() float64 { return 1 }
 	switch spec.Arrival {
-	case ArrivalPoisson:
+	case Poisson:
 		gap = rng.ExpFloat64
-	case ArrivalGamma:
+	case Gamma:
 		k := spec.Burstiness
 		gap = func() float64 { return gammaRand(rng, k) / k }
 	}
@@ -82,7 +95,7 @@ func Schedule(spec ScheduleSpec) ([]time.Duration, error) {
 	// A constant schedule starts half a gap in, so that the count over the
 	// duration is exactly round(expected) rather than one more.
 	u := 0.0
-	if spec.Arrival == ArrivalConstant {
+	if spec.Arrival == Constant {
 		u = 0.5
 	} else {
 		u = gap()
@@ -96,7 +109,7 @@ func Schedule(spec ScheduleSpec) ([]time.Duration, error) {
 
 // invCumRate maps operational time u (expected arrivals so far) to the wall
 // offset t with Λ(t) = u. During the ramp Λ(t) = R·t²/(2T).
-func invCumRate(s ScheduleSpec, u float64) time.Duration {
+func invCumRate(s Spec, u float64) time.Duration {
 	r, ramp := s.Rate, s.Ramp.Seconds()
 	var t float64
 	if rampArrivals := r * ramp / 2; u < rampArrivals {
@@ -108,7 +121,7 @@ func invCumRate(s ScheduleSpec, u float64) time.Duration {
 }
 
 // CumRate is Λ(t), the expected number of arrivals before offset t.
-func (s ScheduleSpec) CumRate(t time.Duration) float64 {
+func (s Spec) CumRate(t time.Duration) float64 {
 	r, ramp, x := s.Rate, s.Ramp.Seconds(), t.Seconds()
 	if x < ramp {
 		return r * x * x / (2 * ramp)
@@ -117,7 +130,7 @@ func (s ScheduleSpec) CumRate(t time.Duration) float64 {
 }
 
 // RateAt is the scheduled arrival rate at offset t.
-func (s ScheduleSpec) RateAt(t time.Duration) float64 {
+func (s Spec) RateAt(t time.Duration) float64 {
 	if t < s.Ramp {
 		return s.Rate * t.Seconds() / s.Ramp.Seconds()
 	}
@@ -144,4 +157,14 @@ func gammaRand(r *rand.Rand, k float64) float64 {
 			return d * v
 		}
 	}
+}
+
+// ClosedLoopStart is when client i of n closed-loop clients sends its first
+// request: spread evenly over the ramp (all at 0 without one), so that a
+// closed-loop run ramps its concurrency as an open-loop run ramps its rate.
+func ClosedLoopStart(i, n int, ramp time.Duration) time.Duration {
+	if n <= 0 || ramp <= 0 {
+		return 0
+	}
+	return time.Duration(float64(ramp) * float64(i) / float64(n))
 }

@@ -1,16 +1,13 @@
-package bench
+package arrival
 
 import (
-	"encoding/json"
 	"math"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/llmlab/llmlab/internal/openai"
 )
 
-func mustSchedule(t *testing.T, s ScheduleSpec) []time.Duration {
+func mustSchedule(t *testing.T, s Spec) []time.Duration {
 	t.Helper()
 	out, err := Schedule(s)
 	if err != nil {
@@ -46,7 +43,7 @@ func meanCV(x []float64) (mean, cv float64) {
 }
 
 func TestScheduleConstant(t *testing.T) {
-	s := mustSchedule(t, ScheduleSpec{Rate: 50, Duration: 10 * time.Second, Arrival: ArrivalConstant})
+	s := mustSchedule(t, Spec{Rate: 50, Duration: 10 * time.Second, Arrival: Constant})
 	if len(s) != 500 {
 		t.Fatalf("%d arrivals, want 500", len(s))
 	}
@@ -60,7 +57,7 @@ func TestScheduleConstant(t *testing.T) {
 // With a ramp the rate rises linearly: Rate·Ramp/2 arrivals during the ramp,
 // a quarter of them in its first half, then Rate per second.
 func TestScheduleRamp(t *testing.T) {
-	spec := ScheduleSpec{Rate: 100, Duration: 20 * time.Second, Ramp: 10 * time.Second, Arrival: ArrivalConstant}
+	spec := Spec{Rate: 100, Duration: 20 * time.Second, Ramp: 10 * time.Second, Arrival: Constant}
 	s := mustSchedule(t, spec)
 	if want := 1500; len(s) != want {
 		t.Fatalf("%d arrivals, want %d", len(s), want)
@@ -93,12 +90,12 @@ func TestSchedulePoissonAndGamma(t *testing.T) {
 		arrival    string
 		burstiness float64
 	}{
-		{ArrivalPoisson, 1},
-		{ArrivalGamma, 1},
-		{ArrivalGamma, 0.5},
-		{ArrivalGamma, 4},
+		{Poisson, 1},
+		{Gamma, 1},
+		{Gamma, 0.5},
+		{Gamma, 4},
 	} {
-		spec := ScheduleSpec{Rate: 200, Duration: 100 * time.Second, Arrival: tc.arrival, Burstiness: tc.burstiness, Seed: 42}
+		spec := Spec{Rate: 200, Duration: 100 * time.Second, Arrival: tc.arrival, Burstiness: tc.burstiness, Seed: 42}
 		s := mustSchedule(t, spec)
 		n := float64(len(s))
 		// The count of a renewal process has variance ≈ n·CV²; allow 4σ.
@@ -126,7 +123,7 @@ func TestSchedulePoissonAndGamma(t *testing.T) {
 
 // A Poisson ramp keeps the ramp's expected count: Rate·Ramp/2.
 func TestSchedulePoissonRamp(t *testing.T) {
-	s := mustSchedule(t, ScheduleSpec{Rate: 400, Duration: 60 * time.Second, Ramp: 60 * time.Second, Arrival: ArrivalPoisson, Seed: 3})
+	s := mustSchedule(t, Spec{Rate: 400, Duration: 60 * time.Second, Ramp: 60 * time.Second, Arrival: Poisson, Seed: 3})
 	if n := float64(len(s)); math.Abs(n-12000) > 4*math.Sqrt(12000) {
 		t.Errorf("%v arrivals, want 12000", n)
 	}
@@ -141,69 +138,14 @@ func TestSchedulePoissonRamp(t *testing.T) {
 	}
 }
 
-func TestBodies(t *testing.T) {
-	sc, err := DefaultScenario()
-	if err != nil {
-		t.Fatal(err)
+func TestClosedLoopStart(t *testing.T) {
+	if got := ClosedLoopStart(3, 4, 0); got != 0 {
+		t.Errorf("no ramp: %v, want 0", got)
 	}
-	if sc.InputTokens != 200 || sc.OutputTokens != 200 || !sc.IgnoreEOS || !sc.Stream || sc.Temperature != 0 {
-		t.Fatalf("default scenario %+v is not the M0 workload", sc)
-	}
-	b, err := newBodyBuilder(sc, "m", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw0, _ := b.body(0)
-	raw1, _ := b.body(1)
-	var r0, r1 openai.CompletionRequest
-	if err := json.Unmarshal(raw0, &r0); err != nil {
-		t.Fatal(err)
-	}
-	_ = json.Unmarshal(raw1, &r1)
-	if !r0.Prompt.IsTokens || len(r0.Prompt.TokenIDs) != 200 || *r0.MaxTokens != 200 || !r0.IgnoreEOS ||
-		!r0.Stream || r0.StreamOptions == nil || !r0.StreamOptions.IncludeUsage || *r0.Temperature != 0 || r0.Model != "m" {
-		t.Errorf("completion body %s", raw0)
-	}
-	if slices.Equal(r0.Prompt.TokenIDs, r1.Prompt.TokenIDs) {
-		t.Error("two requests share a prompt (a prefix cache would hit)")
-	}
-	sc.Endpoint, sc.Prompt = EndpointChat, PromptText
-	b, err = newBodyBuilder(sc, "m", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := b.body(3)
-	var c openai.ChatCompletionRequest
-	if err := json.Unmarshal(raw, &c); err != nil {
-		t.Fatal(err)
-	}
-	if len(c.Messages) != 2 || c.Messages[0].Role != "system" || *c.MaxTokens != 200 || !c.IgnoreEOS {
-		t.Errorf("chat body %s", raw)
-	}
-	if txt, _ := c.Messages[1].Text(); len(txt) < 500 {
-		t.Errorf("user message %q is not the 200-token prompt", txt)
-	}
-}
-
-// Two runs with the same seed (the default, or a tuner's repeats) must not
-// send the same prompts: vLLM's prefix cache keeps the blocks of recent
-// prompts, and a repeat would then measure cache hits instead of prefill.
-func TestBodiesDifferBetweenRuns(t *testing.T) {
-	for _, prompt := range []string{PromptTokens, PromptText} {
-		sc, err := DefaultScenario()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc.Prompt = prompt
-		a, err := newBodyBuilder(sc, "m", 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := newBodyBuilder(sc, "m", 1)
-		ra, _ := a.body(0)
-		rb, _ := b.body(0)
-		if string(ra) == string(rb) {
-			t.Errorf("%s prompt: two runs with seed 1 send the same first request", prompt)
+	want := []time.Duration{0, 2500 * time.Millisecond, 5 * time.Second, 7500 * time.Millisecond}
+	for i, w := range want {
+		if got := ClosedLoopStart(i, 4, 10*time.Second); got != w {
+			t.Errorf("client %d: %v, want %v", i, got, w)
 		}
 	}
 }

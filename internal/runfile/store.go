@@ -1,4 +1,4 @@
-package bench
+package runfile
 
 import (
 	"encoding/json"
@@ -9,142 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// SchemaVersion is the run-file format version; bump it when a field changes
-// meaning or is removed (adding fields does not need a bump).
-const SchemaVersion = 1
-
-// Run-file kinds.
-const (
-	KindRun     = "bench"
-	KindFindMax = "bench_find_max"
-)
-
-// DefaultRunsDir is where run files go unless told otherwise.
-const DefaultRunsDir = "experiments/runs"
-
-// RunFile is the JSON record of a run or a find-max search
-// (docs/runfile.md).
-type RunFile struct {
-	SchemaVersion int         `json:"schema_version"`
-	Kind          string      `json:"kind"`
-	ID            string      `json:"id"`
-	CreatedAt     time.Time   `json:"created_at"`
-	Profile       string      `json:"profile"`
-	Config        RunConfig   `json:"config"`
-	Workload      Scenario    `json:"workload"`
-	SLO           SLORecord   `json:"slo"`
-	Environment   Environment `json:"environment"`
-	// Results is the run's figures; for find-max, those of the highest
-	// rate that met the SLO (nil when none did).
-	Results *Result        `json:"results"`
-	SLOMet  bool           `json:"slo_met"`
-	FindMax *FindMaxResult `json:"find_max,omitempty"`
-}
-
-// RunConfig is the load configuration as run (defaults applied).
-type RunConfig struct {
-	URL            string  `json:"url"`
-	Model          string  `json:"model"`
-	Endpoint       string  `json:"endpoint"`
-	Rate           float64 `json:"rate"`
-	DurationS      float64 `json:"duration_s"`
-	RampS          float64 `json:"ramp_s"`
-	WarmupS        float64 `json:"warmup_s"`
-	CooldownS      float64 `json:"cooldown_s"`
-	Arrival        string  `json:"arrival"`
-	Burstiness     float64 `json:"burstiness"`
-	Seed           uint64  `json:"seed"`
-	MaxConcurrency int     `json:"max_concurrency"`
-	TimeoutS       float64 `json:"timeout_s"`
-	LagThresholdS  float64 `json:"lag_threshold_s"`
-}
-
-// SLORecord is the SLO the run was judged by.
-type SLORecord struct {
-	P95E2ESeconds        float64 `json:"p95_e2e_seconds"`
-	MaxErrorRate         float64 `json:"max_error_rate"`
-	MeasurementDurationS float64 `json:"measurement_duration_s"`
-}
-
-// Environment says where the generator ran.
-type Environment struct {
-	Host       string `json:"host"`
-	OS         string `json:"os"`
-	Arch       string `json:"arch"`
-	NumCPU     int    `json:"num_cpu"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
-	GoVersion  string `json:"go_version"`
-	Version    string `json:"llmlab_version"`
-	Commit     string `json:"llmlab_commit,omitempty"`
-	Modified   bool   `json:"llmlab_modified,omitempty"`
-}
-
-// CurrentEnvironment describes this process and machine; the version and
-// commit come from the build information Go stamps into binaries.
-func CurrentEnvironment() Environment {
-	host, _ := os.Hostname()
-	e := Environment{
-		Host: host, OS: runtime.GOOS, Arch: runtime.GOARCH, NumCPU: runtime.NumCPU(),
-		GOMAXPROCS: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(), Version: "(devel)",
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			e.Version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				e.Commit = s.Value
-			case "vcs.modified":
-				e.Modified = s.Value == "true"
-			}
-		}
-	}
-	return e
-}
-
-// recordConfig turns a Config (defaults applied) into its record.
-func recordConfig(c Config) RunConfig {
-	return RunConfig{
-		URL: c.URL, Model: c.Model, Endpoint: c.Scenario.Endpoint, Rate: c.Rate,
-		DurationS: c.Duration.Seconds(), RampS: c.Ramp.Seconds(), WarmupS: c.Warmup.Seconds(),
-		CooldownS: c.Cooldown.Seconds(), Arrival: c.Arrival, Burstiness: c.Burstiness, Seed: c.Seed,
-		MaxConcurrency: c.MaxConcurrency, TimeoutS: c.Timeout.Seconds(), LagThresholdS: c.LagThreshold.Seconds(),
-	}
-}
-
-// NewRunFile builds the record of one run.
-func NewRunFile(cfg Config, res Result) (RunFile, error) {
-	cfg, err := cfg.withDefaults()
-	if err != nil {
-		return RunFile{}, err
-	}
-	if res.Model != "" {
-		cfg.Model = res.Model
-	}
-	sc := cfg.Scenario
-	sc.Model = cfg.Model
-	r := res
-	return RunFile{
-		SchemaVersion: SchemaVersion, Kind: KindRun, CreatedAt: time.Now().UTC(),
-		Profile: profileName(cfg.Profile), Config: recordConfig(cfg), Workload: sc,
-		SLO: SLORecord{
-			P95E2ESeconds: cfg.SLO.SLO.P95E2ESeconds, MaxErrorRate: cfg.SLO.SLO.MaxErrorRate,
-			MeasurementDurationS: cfg.SLO.Measurement.Duration.Seconds(),
-		},
-		Environment: CurrentEnvironment(), Results: &r, SLOMet: res.SLOMet,
-	}, nil
-}
-
-// profileName is the profile as it appears in file names.
-func profileName(p string) string {
+// ProfileName is the profile as it appears in file names.
+func ProfileName(p string) string {
 	if p == "" {
 		return "adhoc"
 	}
@@ -156,9 +27,9 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // runName matches YYYY-MM-DD_runXX_… and captures XX.
 var runName = regexp.MustCompile(`^(\d{4}-\d{2}-\d{2})_run(\d+)_.*\.json$`)
 
-// NextRunPath returns dir/YYYY-MM-DD_runXX_<profile>.json with XX one more
+// NextPath returns dir/YYYY-MM-DD_runXX_<profile>.json with XX one more
 // than the highest number already used on that day (01 for the first).
-func NextRunPath(dir, profile string, day time.Time) (string, error) {
+func NextPath(dir, profile string, day time.Time) (string, error) {
 	date := day.Format("2006-01-02")
 	entries, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -174,21 +45,21 @@ func NextRunPath(dir, profile string, day time.Time) (string, error) {
 			next = n + 1
 		}
 	}
-	name := fmt.Sprintf("%s_run%02d_%s.json", date, next, unsafeName.ReplaceAllString(profileName(profile), "-"))
+	name := fmt.Sprintf("%s_run%02d_%s.json", date, next, unsafeName.ReplaceAllString(ProfileName(profile), "-"))
 	return filepath.Join(dir, name), nil
 }
 
-// SaveRunFile writes rf under dir with the next free run name of today
+// Save writes rf under dir with the next free run name of today
 // (UTC) and returns the path. The file appears under its name only
 // complete: it is written to a temporary file first and then linked to the
 // run name, which fails if the name exists, so two benches finishing at
 // once cannot overwrite each other either.
-func SaveRunFile(dir string, rf *RunFile) (string, error) {
+func Save(dir string, rf *RunFile) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create runs dir: %w", err)
 	}
 	for range 100 {
-		path, err := NextRunPath(dir, rf.Profile, time.Now().UTC())
+		path, err := NextPath(dir, rf.Profile, time.Now().UTC())
 		if err != nil {
 			return "", err
 		}
@@ -263,10 +134,10 @@ func runNumberTaken(dir, name string) (bool, error) {
 	return false, nil
 }
 
-// WriteRunFile writes rf to path, replacing any file there. rf.ID is set
+// Write writes rf to path, replacing any file there. rf.ID is set
 // from the file name. The new file is written beside path and renamed over
 // it, so a reader sees the old file or the new one, never a partial one.
-func WriteRunFile(path string, rf *RunFile) error {
+func Write(path string, rf *RunFile) error {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("create run file dir: %w", err)
@@ -319,8 +190,8 @@ func writeTemp(path string, rf *RunFile) (string, error) {
 	return tmp, nil
 }
 
-// ReadRunFile reads a run file written by WriteRunFile or SaveRunFile.
-func ReadRunFile(path string) (RunFile, error) {
+// Read reads a run file written by Write or Save.
+func Read(path string) (RunFile, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return RunFile{}, fmt.Errorf("read run file: %w", err)

@@ -1,4 +1,4 @@
-package bench
+package runfile
 
 import (
 	"fmt"
@@ -8,15 +8,24 @@ import (
 	"text/tabwriter"
 )
 
-// WriteSummary writes the human summary of a run file.
+// WriteSummary writes the human summary of a run file, live or offline.
 func WriteSummary(w io.Writer, rf RunFile) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	c := rf.Config
-	fmt.Fprintf(tw, "llmlab bench  %s  profile %s  model %s\n", c.URL, rf.Profile, c.Model)
+	if sim := rf.Sim; sim != nil {
+		fmt.Fprintf(tw, "llmlab sim run (offline, virtual time)  profile %s  model %s  gpu %s\n", rf.Profile, c.Model, sim.GPU)
+		fmt.Fprintf(tw, "engine  max_model_len %d, max_num_seqs %d, max_num_batched_tokens %d, gpu_memory_utilization %.2f; KV cache %d tokens (%.2fx)\n",
+			sim.MaxModelLen, sim.MaxNumSeqs, sim.MaxNumBatchedTokens, sim.GPUMemoryUtilization, sim.KVTokens, sim.MaxConcurrency)
+	} else {
+		fmt.Fprintf(tw, "llmlab bench  %s  profile %s  model %s\n", c.URL, rf.Profile, c.Model)
+	}
 	fmt.Fprintf(tw, "workload  %s: %s, %d in / %d out tokens, prompt %s, stream %v\n",
 		rf.Workload.Name, rf.Workload.Endpoint, rf.Workload.InputTokens, rf.Workload.OutputTokens, rf.Workload.Prompt, rf.Workload.Stream)
 	if rf.FindMax != nil {
 		writeFindMax(tw, rf)
+	} else if c.Concurrency > 0 {
+		fmt.Fprintf(tw, "load  closed loop of %d clients for %gs (ramp %gs, steady window %gs–%gs)\n",
+			c.Concurrency, c.DurationS, c.RampS, c.WarmupS, c.DurationS-c.CooldownS)
 	} else {
 		fmt.Fprintf(tw, "load  %s arrivals at %.3g req/s for %gs (ramp %gs, steady window %gs–%gs)\n",
 			c.Arrival, c.Rate, c.DurationS, c.RampS, c.WarmupS, c.DurationS-c.CooldownS)
@@ -38,6 +47,10 @@ func writeResult(tw *tabwriter.Writer, rf RunFile) {
 	fmt.Fprintf(tw, "throughput  %.2f req/s sustained (%.2f overall), goodput %.2f req/s (%.1f%% within %.3gs), %.0f output tok/s\n",
 		r.RPS, r.RPSOverall, r.GoodputRPS, 100*r.GoodputFrac, rf.SLO.P95E2ESeconds, r.OutputTokenRate)
 	fmt.Fprintf(tw, "send rate  scheduled %.2f/s, achieved %.2f/s\n", r.ScheduledRate, r.AchievedRate)
+	if rf.Sim != nil {
+		fmt.Fprintf(tw, "engine  %d preemptions, peak %d running / %d waiting, peak KV usage %.1f%%, %d steps, %.1fs simulated, %d unfinished at the drain cap\n",
+			r.Preemptions, r.PeakRunning, r.PeakWaiting, 100*r.PeakKVUsage, r.Steps, r.VirtualS, r.RequestsUnfinished)
+	}
 	fmt.Fprintln(tw, "\nms\tp50\tp95\tp99\tmax\tmean")
 	rows := []struct {
 		name                    string
