@@ -39,6 +39,27 @@ type outcome struct {
 
 // exchange sends one POST and classifies its end.
 func exchange(ctx context.Context, base, path, body string) outcome {
+	return exchangeNotify(ctx, base, path, body, nil)
+}
+
+// firstByteReader calls first once, when the first bytes of a body arrive.
+type firstByteReader struct {
+	io.Reader
+	first func()
+	once  sync.Once
+}
+
+func (r *firstByteReader) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	if n > 0 && r.first != nil {
+		r.once.Do(r.first)
+	}
+	return n, err
+}
+
+// exchangeNotify is exchange that also calls first (when not nil) as the
+// first bytes of the answer's body arrive: for a stream, once it has begun.
+func exchangeNotify(ctx context.Context, base, path, body string, first func()) outcome {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, strings.NewReader(body))
 	if err != nil {
 		return outcome{"lost", 0, err.Error()}
@@ -49,7 +70,7 @@ func exchange(ctx context.Context, base, path, body string) outcome {
 		return outcome{"lost", 0, "no answer: " + err.Error()}
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(&firstByteReader{Reader: resp.Body, first: first})
 	if err != nil {
 		return outcome{"lost", resp.StatusCode, "answer cut: " + err.Error()}
 	}
@@ -170,10 +191,20 @@ func TestFaultWorkerSIGKILLMidStream(t *testing.T) {
 		t.Fatalf("warm-up: %+v", o)
 	}
 	var ty tally
+	var begun sync.WaitGroup
+	begun.Add(6)
 	for range 6 {
-		ty.fire(func() outcome { return exchange(ctx, base, "/v1/completions", longStream) })
+		var once sync.Once
+		done := func() { once.Do(begun.Done) } // at the first bytes, or at the end
+		ty.fire(func() outcome {
+			defer done()
+			return exchangeNotify(ctx, base, "/v1/completions", longStream, done)
+		})
 	}
+	// Kill only once every stream has begun: a request the worker has not
+	// answered yet is retried on a new worker, which is not this scenario.
 	waitInFlight(t, base, 6)
+	begun.Wait()
 	if err := syscall.Kill(getStatus(t, base).Worker.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +236,10 @@ model: Qwen/Qwen2.5-0.5B-Instruct
 served_model_name: qwen2.5-0.5b-instruct
 engine_args:
   max_model_len: 512
+  gpu_memory_utilization: 0.35
   max_num_seqs: 256
   max_num_batched_tokens: 16384
-`)
+`) // does not fit the default 4 GB card at util 0.35 (vLLM would refuse it too)
 	_, base := startServe(t, "--profile", prof, "--restart-backoff", "30s", "--max-restart-backoff", "30s")
 	if code, _, _ := get(t, base+"/ready"); code != 200 {
 		t.Fatalf("/ready before any start: %d; STOPPED is ready", code)

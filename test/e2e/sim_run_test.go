@@ -64,13 +64,13 @@ func TestSimRunShort(t *testing.T) {
 	if rf.Kind != runfile.KindSimRun || rf.Source != runfile.SourceOffline || rf.Sim == nil || r == nil {
 		t.Fatalf("run file header: kind %q source %q sim %v", rf.Kind, rf.Source, rf.Sim)
 	}
-	if r.Requests != 150 || r.Completed != 150 || math.Abs(r.RPS-5) > 0.01 {
-		t.Errorf("requests %d completed %d rps %v, want 150/150/5", r.Requests, r.Completed, r.RPS)
+	if r.Requests != 150 || r.Completed != 150 || r.RPS > 5 || r.RPS < 4.95 {
+		t.Errorf("requests %d completed %d rps %v, want 150/150/5 (within 1 %%, never above)", r.Requests, r.Completed, r.RPS)
 	}
 	if !rf.SLOMet || r.ErrorRate != 0 || r.RequestsUnfinished != 0 {
 		t.Errorf("light load: slo_met %v, error_rate %v, unfinished %v", rf.SLOMet, r.ErrorRate, r.RequestsUnfinished)
 	}
-	// 200 tokens at a few ms per step: around a second end to end.
+	// 200 tokens at ~20 ms per step on the calibrated card: about 4 s end to end.
 	if r.E2EP50 <= 0.5 || r.E2EP95 > 5 || r.E2EP50 > r.E2EP95 || r.E2EP95 > r.E2EP99 {
 		t.Errorf("e2e p50 %v p95 %v p99 %v", r.E2EP50, r.E2EP95, r.E2EP99)
 	}

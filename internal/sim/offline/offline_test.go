@@ -76,8 +76,10 @@ func TestRunLightLoad(t *testing.T) {
 	if res.Requests != 360 || res.Completed != 360 || res.ErrorRate != 0 || !res.SLOMet {
 		t.Errorf("light load: requests %d completed %d errors %v slo %v", res.Requests, res.Completed, res.ErrorRate, res.SLOMet)
 	}
-	if math.Abs(res.RPS-3) > 1e-9 {
-		t.Errorf("rps = %v, want 3", res.RPS)
+	// Sustained rps of the steady cohort: its arrival rate, less the spread
+	// of its finishing times (≤ 0.1 %).
+	if res.RPS > 3 || res.RPS < 3*0.999 {
+		t.Errorf("rps = %v, want 3 (within 0.1 %%, never above)", res.RPS)
 	}
 	if !(res.TTFTP50 > 0 && res.TTFTP50 <= res.TTFTP95 && res.E2EP50 <= res.E2EP95 && res.E2EP95 <= res.E2EP99 && res.E2EP99 <= res.E2EMax) {
 		t.Errorf("percentiles out of order: %+v", res)
@@ -355,12 +357,15 @@ func TestClosedLoop(t *testing.T) {
 
 // An engine that would not start is a typed error, not a string to match.
 func TestStartupErrorIsTyped(t *testing.T) {
-	_, err := Run(opts(profile(256, 16384), 1, time.Minute))
+	// 256 × 16384 at util 0.35 leaves no KV cache on the default 4 GB card.
+	oom := profile(256, 16384)
+	oom.GPUMemoryUtilization = 0.35
+	_, err := Run(opts(oom, 1, time.Minute))
 	var se *engine.StartupError
 	if !errors.As(err, &se) || se.Reason != engine.ReasonOutOfMemory {
 		t.Errorf("OOM config: %v", err)
 	}
-	if _, err := FindMax(opts(profile(256, 16384), 1, time.Minute)); !engine.IsOutOfMemory(err) {
+	if _, err := FindMax(opts(oom, 1, time.Minute)); !engine.IsOutOfMemory(err) {
 		t.Errorf("find-max on an OOM config: %v", err)
 	}
 }
