@@ -132,17 +132,21 @@ func TestStallGrowsLatencyFromScheduledTime(t *testing.T) {
 			if res.Completed != 20 {
 				t.Fatalf("completed %d, want 20 (%v)", res.Completed, res.ErrorsTotal)
 			}
-			// k = 19: 1050 ms; mean over k = 0..19: 575 ms. Each
-			// hand-over between requests costs the server a little, and
-			// that adds up along the queue: allow 8 ms per request. Timed
-			// from the actual send, the client-side case would read 100 ms.
-			near(t, "e2e max", res.E2EMax, 1050*time.Millisecond, 5*time.Millisecond, 160*time.Millisecond)
-			near(t, "e2e mean", res.E2EMean, 575*time.Millisecond, 5*time.Millisecond, 110*time.Millisecond)
-			near(t, "e2e p50", res.E2EP50, 575*time.Millisecond, 30*time.Millisecond, 120*time.Millisecond)
+			// k = 19: 1050 ms; mean over k = 0..19: 575 ms. The lower
+			// bounds are what decides: timed from the actual send, the
+			// client-side case would read 100 ms. Each hand-over between
+			// requests costs the server a little and adds up along the
+			// queue, more so on a busy machine, so the upper bounds only
+			// rule out nonsense and do not depend on machine speed.
+			near(t, "e2e max", res.E2EMax, 1050*time.Millisecond, 5*time.Millisecond, time.Second)
+			near(t, "e2e mean", res.E2EMean, 575*time.Millisecond, 5*time.Millisecond, 600*time.Millisecond)
+			near(t, "e2e p50", res.E2EP50, 575*time.Millisecond, 30*time.Millisecond, 600*time.Millisecond)
 			if res.SLOMet {
 				t.Error("slo_met with p95 ≈ 1 s against a 0.5 s objective")
 			}
-			if res.SendLagP99 > 0.02 {
+			// A dispatcher that waited for the server would lag by
+			// hundreds of ms; scheduling noise on a busy machine by tens.
+			if res.SendLagP99 > 0.2 {
 				t.Errorf("send lag p99 %.1f ms: the dispatcher waited for the server", res.SendLagP99*1e3)
 			}
 		})
