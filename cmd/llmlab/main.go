@@ -27,6 +27,7 @@ func commands() map[string]command {
 		"serve":   {"run the gateway and supervisor (OpenAI API, queue, admission, scale-to-zero)", runServe},
 		"bench":   {"open-loop load generator with streaming token metrics", runBench},
 		"version": {"print the version, VCS revision and Go version (--json)", runVersion},
+		"demo":    {"scale-to-zero demo: idle worker stops, load starts it; transcript, timeline JSON, plot, GIF", runDemo},
 	}
 }
 
