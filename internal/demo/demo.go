@@ -172,6 +172,7 @@ func Run(ctx context.Context, cfg Config) (*Timeline, Files, error) {
 		return nil, Files{}, fmt.Errorf("%w (serve log: %s)", runErr, files.ServeLog)
 	}
 	tl.finish()
+	tx.printf("drawing the plot and the %d-frame animation…", DefaultFrames)
 	if err := writeOutputs(tl, files); err != nil {
 		return tl, files, err
 	}

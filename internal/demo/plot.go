@@ -105,6 +105,9 @@ func (tl *Timeline) panels(cut float64, title string) ([]*plot.Plot, error) {
 	}
 	l.StepStyle, l.Color, l.Width = plotter.PostStep, colState, vg.Points(2)
 	ps.Add(l)
+	if err := tl.annotate(ps, segs, cut); err != nil {
+		return nil, err
+	}
 
 	// Queue depth and in flight, from /status.
 	pq := plot.New()
@@ -196,6 +199,39 @@ func (tl *Timeline) panels(cut float64, title string) ([]*plot.Plot, error) {
 	pq.Y.Min, pq.Y.Max = 0, qtop
 	pl.Y.Min, pl.Y.Max = 0, ltop
 	return []*plot.Plot{ps, pq, pl}, nil
+}
+
+// annotate names the two spans the demo is about, once they are over:
+// each cold start (over its STARTING band) and each idle wait before a
+// stop (from the last request's end to DRAINING).
+func (tl *Timeline) annotate(p *plot.Plot, segs []segment, cut float64) error {
+	var xys plotter.XYs
+	var labels []string
+	for i, s := range segs {
+		if s.state == StateStarting && s.to < cut {
+			xys = append(xys, plotter.XY{X: s.from, Y: 0.35})
+			labels = append(labels, fmt.Sprintf(" cold start %.1fs", s.to-s.from))
+		}
+		if s.state == StateReady && i+1 < len(segs) && segs[i+1].state == StateDraining {
+			idleFrom := s.from
+			for _, r := range tl.Requests {
+				if r.Done > idleFrom && r.Done <= s.to {
+					idleFrom = r.Done
+				}
+			}
+			xys = append(xys, plotter.XY{X: idleFrom, Y: 2.3})
+			labels = append(labels, fmt.Sprintf(" idle %.1fs → stop", s.to-idleFrom))
+		}
+	}
+	if len(xys) == 0 {
+		return nil
+	}
+	lb, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: labels})
+	if err != nil {
+		return err
+	}
+	p.Add(lb)
+	return nil
 }
 
 // shade paints each state's span as a band from y0 to y1.
