@@ -275,14 +275,17 @@ func drive(ctx context.Context, cfg Config, tx *transcript, srv *server, tl *Tim
 		defer close(progDone)
 		progress(progCtx, tx, smp, tr, &mu, &done, &failed)
 	}()
+	// The progress line runs on through the idle wait.
+	defer func() {
+		stopProg()
+		<-progDone
+	}()
 	res, err := bench.Run(ctx, bench.Config{
 		URL: srv.url, Scenario: cfg.Scenario, Rate: cfg.Rate, Duration: cfg.Load,
 		Profile: cfg.Profile, Header: hdr, Client: &http.Client{Transport: tr},
 		// A cold request waits for the whole start; don't abandon it.
 		Timeout: 60*time.Second + time.Duration(startup*float64(time.Second)),
 	})
-	stopProg()
-	<-progDone
 	tl.LoadEnd = time.Since(t0).Seconds()
 	tl.Requests = tr.requests()
 	if err != nil {
@@ -328,6 +331,10 @@ func progress(ctx context.Context, tx *transcript, smp *sampler, tr *tracer, mu 
 		mu.Lock()
 		d, f := *done, *failed
 		mu.Unlock()
-		tx.printf("worker %-8s queue %3d  in flight %3d  sent %d, done %d, failed %d", s.State, s.QueueDepth, s.InFlight, sent, d, f)
+		idle := ""
+		if sent > 0 && d == sent && s.QueueDepth == 0 && s.InFlight == 0 {
+			idle = "  (idle)"
+		}
+		tx.printf("worker %-8s queue %3d  in flight %3d  sent %d, done %d, failed %d%s", s.State, s.QueueDepth, s.InFlight, sent, d, f, idle)
 	}
 }

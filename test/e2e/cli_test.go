@@ -70,6 +70,14 @@ func TestCLIJSONStdoutIsOneValue(t *testing.T) {
 		t.Errorf("sim run --json: kind %v", v["kind"])
 	}
 
+	code, stdout, stderr = runSplit(t, "sim", "run", "--find-max", "--duration", "1m", "--json")
+	if code != 0 {
+		t.Fatalf("sim run --find-max --json: exit %d\n%s", code, stderr)
+	}
+	if v := oneJSON("sim run --find-max --json", stdout); v["kind"] != runfile.KindSimRunFindMax {
+		t.Errorf("sim run --find-max --json: kind %v", v["kind"])
+	}
+
 	url := startSim(t)
 	code, stdout, stderr = runSplit(t, "bench", "--url", url, "--rate", "2", "--duration", "3s", "--json", "--out", filepath.Join(dir, "bench.json"))
 	if code != 0 {
@@ -77,6 +85,15 @@ func TestCLIJSONStdoutIsOneValue(t *testing.T) {
 	}
 	if v := oneJSON("bench --json", stdout); v["kind"] != runfile.KindBench {
 		t.Errorf("bench --json: kind %v", v["kind"])
+	}
+
+	code, stdout, stderr = runSplit(t, "bench", "--url", url, "--find-max", "--step-duration", "2s", "--find-max-steps", "2",
+		"--json", "--out", filepath.Join(dir, "findmax.json"))
+	if code != 0 && code != 4 {
+		t.Fatalf("bench --find-max --json: exit %d\n%s", code, stderr)
+	}
+	if v := oneJSON("bench --find-max --json", stdout); v["kind"] != runfile.KindBenchFindMax {
+		t.Errorf("bench --find-max --json: kind %v", v["kind"])
 	}
 
 	code, stdout, stderr = runSplit(t, "sim", "plan")
