@@ -228,6 +228,9 @@ func drive(ctx context.Context, cfg Config, tx *transcript, srv *server, tl *Tim
 		<-sampled
 		tl.End = time.Since(t0).Seconds()
 		tl.Samples, tl.Transitions, _ = smp.snapshot()
+		if p := smp.profileName(); p != "" {
+			tl.Settings.Profile = p
+		}
 	}()
 
 	// Phase 1: the worker is (or becomes) STOPPED.

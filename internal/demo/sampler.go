@@ -12,6 +12,9 @@ import (
 
 // statusDoc is the part of the gateway's GET /status the demo reads.
 type statusDoc struct {
+	Profile struct {
+		Name string `json:"name"`
+	} `json:"profile"`
 	Worker struct {
 		State string `json:"state"`
 	} `json:"worker"`
@@ -44,6 +47,7 @@ type sampler struct {
 	transitions []Transition
 	seen        map[string]bool
 	lastErr     error
+	profile     string
 }
 
 func newSampler(client *http.Client, gateway string, t0 time.Time, every time.Duration, onTransition func(Transition)) *sampler {
@@ -74,6 +78,7 @@ func (s *sampler) poll(ctx context.Context) {
 		return
 	}
 	s.lastErr = nil
+	s.profile = doc.Profile.Name
 	s.samples = append(s.samples, Sample{
 		T: now.Sub(s.t0).Seconds(), State: doc.Worker.State,
 		QueueDepth: doc.Queue.Depth, InFlight: doc.Queue.InFlight,
@@ -119,6 +124,13 @@ func (s *sampler) fetch(ctx context.Context) (*statusDoc, error) {
 		return nil, fmt.Errorf("GET /status: %w", err)
 	}
 	return &doc, nil
+}
+
+// profileName is the profile serve reported (empty before the first poll).
+func (s *sampler) profileName() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.profile
 }
 
 // latest returns the newest sample (ok false before the first).

@@ -30,6 +30,7 @@ var listenLine = regexp.MustCompile(`listening on (https?://\S+)`)
 func startServer(ctx context.Context, exe string, args []string, log io.Writer, timeout time.Duration) (*server, error) {
 	cmd := exec.Command(exe, append([]string{"serve"}, args...)...)
 	cmd.Stderr = log
+	cmd.SysProcAttr = serveProcAttr()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)

@@ -42,7 +42,7 @@ type Timeline struct {
 
 // Settings are the demo's inputs, recorded so a timeline explains itself.
 type Settings struct {
-	Profile            string  `json:"profile"`
+	Profile            string  `json:"profile"` // as serve reported it on /status
 	StartupSeconds     float64 `json:"startup_seconds"`
 	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
 	Rate               float64 `json:"rate"`
