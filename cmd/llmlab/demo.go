@@ -35,13 +35,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	out := fs.String("out", "experiments/demo", "directory for timeline.json, demo.png, demo.svg, demo.gif and serve.log")
 	asJSON := fs.Bool("json", false, "print the timeline as JSON on stdout (the transcript goes to stderr)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: llmlab demo [flags]\n\n"+
+		fmt.Fprintln(stderr, "usage: llmlab demo [flags] [-- SERVE FLAGS]\n\n"+
 			"Scale to zero, end to end: starts `llmlab serve` (a child process) with a short idle\n"+
 			"timeout, waits until the worker is STOPPED, sends load, and shows the worker start by\n"+
 			"itself, serve, and stop again once idle. Prints a timestamped transcript; writes the\n"+
 			"timeline (worker state, queue depth, in flight, each request's latency marked cold or\n"+
 			"warm) as JSON, a plot (PNG, SVG) and an animated GIF into --out. About a minute with the\n"+
-			"defaults, on the simulated worker.\n\nFlags:")
+			"defaults, on the simulated worker. Flags after -- go to serve as they are\n"+
+			"(e.g. -- --max-in-flight 4 --queue-max 16); see llmlab serve -h.\n\nFlags:")
 		fs.PrintDefaults()
 		fmt.Fprintln(stderr, demoExitCodes)
 	}
@@ -54,9 +55,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	usage := func(format string, a ...any) error {
 		return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)}
 	}
+	var serveArgs []string
+	if fs.NArg() > 0 {
+		// flag stops at "--"; what follows is serve's.
+		if i := len(args) - fs.NArg(); i == 0 || args[i-1] != "--" {
+			return usage("unexpected arguments: %v (serve's flags go after --)", fs.Args())
+		}
+		serveArgs = fs.Args()
+	}
 	switch {
-	case fs.NArg() > 0:
-		return usage("unexpected arguments: %v", fs.Args())
 	case *idle <= 0:
 		return usage("--idle-timeout must be > 0: scale-to-zero is what the demo shows")
 	case *rate <= 0:
@@ -77,7 +84,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tl, _, err := demo.Run(ctx, demo.Config{
 		Profile: *profileName, StartupSeconds: *startup, IdleTimeout: *idle,
 		Rate: *rate, Load: *load, Lead: *lead, APIKey: *apiKey, Scenario: sc,
-		OutDir: *out, Transcript: transcript,
+		OutDir: *out, Transcript: transcript, ServeArgs: serveArgs,
 	})
 	if tl != nil && *asJSON {
 		enc := json.NewEncoder(stdout)

@@ -47,7 +47,8 @@ type Config struct {
 	OutDir string
 	// SampleInterval is the /status polling period (default 250 ms).
 	SampleInterval time.Duration
-	// ServeArgs are passed to serve after the demo's own.
+	// ServeArgs are passed to serve after the demo's own (a later flag
+	// wins, so they may override them).
 	ServeArgs []string
 	// Transcript receives the timestamped transcript (nil: discarded).
 	Transcript io.Writer
@@ -203,7 +204,9 @@ func startupNote(s float64) string {
 
 // drive runs the phases against a listening serve, filling tl.
 func drive(ctx context.Context, cfg Config, tx *transcript, srv *server, tl *Timeline, t0 time.Time) error {
-	client := &http.Client{Timeout: 10 * time.Second}
+	statusTr := &http.Transport{Proxy: nil}
+	defer statusTr.CloseIdleConnections()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: statusTr}
 	smp := newSampler(client, srv.url, t0, cfg.SampleInterval, func(t Transition) {
 		msg := fmt.Sprintf("worker %s → %s", t.From, t.To)
 		if t.Cause != "" {

@@ -23,7 +23,8 @@ import (
 func TestDemoFullCycle(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "demo")
 	code, stdout, stderr := runSplit(t, "demo", "--startup-seconds", "1", "--idle-timeout", "2s",
-		"--rate", "2", "--load-duration", "4s", "--lead", "500ms", "--api-key", "demo-key", "--out", out, "--json")
+		"--rate", "2", "--load-duration", "4s", "--lead", "500ms", "--api-key", "demo-key", "--out", out, "--json",
+		"--", "--max-in-flight", "3") // to serve: 8 requests over 3 places, so some queue
 	if code != 0 {
 		t.Fatalf("demo exit %d\nstderr:\n%s", code, stderr)
 	}
@@ -76,12 +77,14 @@ func TestDemoFullCycle(t *testing.T) {
 	if s.IdleToStopSeconds < tl.Settings.IdleTimeoutSeconds {
 		t.Errorf("worker stopped %.2fs after the load, before the %gs idle timeout", s.IdleToStopSeconds, tl.Settings.IdleTimeoutSeconds)
 	}
-	var sawQueueOrFlight bool
+	// The samples saw requests in flight (never more than serve's limit,
+	// passed after --) and waiting in the queue.
+	var maxQueued, maxInFlight int
 	for _, smp := range tl.Samples {
-		sawQueueOrFlight = sawQueueOrFlight || smp.InFlight > 0 || smp.QueueDepth > 0
+		maxQueued, maxInFlight = max(maxQueued, smp.QueueDepth), max(maxInFlight, smp.InFlight)
 	}
-	if len(tl.Samples) < 10 || !sawQueueOrFlight {
-		t.Errorf("%d samples, any in flight or queued: %v", len(tl.Samples), sawQueueOrFlight)
+	if len(tl.Samples) < 10 || maxInFlight == 0 || maxInFlight > 3 || maxQueued == 0 {
+		t.Errorf("%d samples, at most %d in flight (limit 3), %d queued", len(tl.Samples), maxInFlight, maxQueued)
 	}
 
 	checkPNG(t, filepath.Join(out, "demo.png"))
