@@ -9,14 +9,33 @@ import (
 	"github.com/llmlab/llmlab/internal/runfile"
 )
 
-// Exit codes of the lab commands (bench, sim run; the tuner will share
-// them). Documented in each command's -h and in docs/runfile.md.
+// Exit codes, one meaning each across every subcommand. Documented in
+// each command's -h, docs/cli.md and docs/runfile.md.
 const (
-	exitOK        = 0 // the run ended and (with --fail-on-slo) met the SLO
-	exitFailure   = 1 // an error: server unreachable, engine would not start, run file not written, interrupted
+	exitOK        = 0 // done (a run: ended and, with --fail-on-slo, met the SLO)
+	exitFailure   = 1 // an error: server unreachable, engine would not start, file not written, interrupted
 	exitUsage     = 2 // bad flags or arguments; nothing was run
-	exitNoSuccess = 3 // no request of the steady window completed (in any step of a search)
-	exitSLOMissed = 4 // --fail-on-slo and the SLO was not met (find-max: no rate met it)
+	exitNoSuccess = 3 // no request completed (bench, sim run: of the steady window, in any step of a search)
+	exitSLOMissed = 4 // a goal given on the command line was not met: --fail-on-slo, sim calibrate --max-error-pct
+)
+
+// The other commands' exit-code tables for -h, in the same words.
+const (
+	serveExitCodes = `
+Exit codes: 0 stopped by SIGINT or SIGTERM after draining; 1 error (cannot
+listen, a runtime failure); 2 usage error (a flag, setting or profile that
+cannot be served; nothing was started).`
+	simExitCodes = `
+Exit codes: 0 stopped by SIGINT or SIGTERM; 1 the engine would not start
+(vLLM's error on stderr) or failed; 2 usage error.`
+	simPlanExitCodes = `
+Exit codes: 0 the configuration starts (plan printed); 1 it does not start
+(vLLM's error on stderr); 2 usage error.`
+	simCalibrateExitCodes = `
+Exit codes: 0 fitted; 1 the fit failed or a file was not written; 2 usage
+error; 4 a point's error exceeds --max-error-pct.`
+	versionExitCodes = `
+Exit codes: 0 printed; 1 stdout could not be written; 2 usage error.`
 )
 
 // exitCodesHelp is the exit-code table for -h.

@@ -27,6 +27,7 @@ func commands() map[string]command {
 		"serve":   {"run the gateway and supervisor (OpenAI API, queue, admission, scale-to-zero)", runServe},
 		"bench":   {"open-loop load generator with streaming token metrics", runBench},
 		"version": {"print the version, VCS revision and Go version (--json)", runVersion},
+		"demo":    {"scale-to-zero demo: idle worker stops, load starts it; transcript, timeline JSON, plot, GIF", runDemo},
 	}
 }
 
@@ -92,4 +93,6 @@ func usage(w io.Writer, cmds map[string]command) {
 		fmt.Fprintf(w, "  %-7s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'llmlab <command> -h' for the flags and exit codes of one command.")
+	fmt.Fprintln(w, "Exit codes, the same in every command: 0 done, 1 error, 2 usage error, 3 no request\n"+
+		"completed, 4 a goal not met (--fail-on-slo, --max-error-pct). docs/cli.md has the table.")
 }

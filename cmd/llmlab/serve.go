@@ -40,6 +40,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llmlab serve [flags]\n\nOpenAI-compatible gateway with a scale-to-zero worker supervisor.\n\nFlags:")
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, serveExitCodes)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -336,6 +336,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"Hugging Face name or a local directory/config.json. Flags marked \"accepted\" are vLLM's\n"+
 			"and change nothing llmlab models; any other unknown flag is an error (exit 2). Flags:")
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, simExitCodes)
 	}
 	if err := parseEngineArgs(fs, &ef, args); err != nil {
 		return err

@@ -25,16 +25,16 @@ func runSimCalibrate(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	out := fs.String("o", "", "calibration file to write (default: MEASUREMENTS with .calibration.yaml; '-' for stdout only)")
 	asJSON := fs.Bool("json", false, "print the fit (terms and every point) as JSON instead of a table")
-	maxErr := fs.Float64("max-error-pct", 0, "exit 3 when any point's |error| exceeds this percentage (0: never)")
+	maxErr := fs.Float64("max-error-pct", 0, "exit 4 when any point's |error| exceeds this percentage (0: never)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llmlab sim calibrate MEASUREMENTS.yaml [flags]\n\n"+
 			"Fits the terms of a GPU (non-torch memory increase; step overhead, per-sequence cost and\n"+
 			"effective bandwidth; sustained compute and frontend cost) from real vLLM measurements:\n"+
 			"start-up log lines, decode ITL at batch sizes, prefill TTFT, and checks serve points by\n"+
 			"replaying them in virtual time. Format and an example: docs/calibration.md and\n"+
-			"configs/calibration/. Exit codes: 0 ok, 1 the fit failed, 2 usage, 3 a point's error\n"+
-			"exceeds --max-error-pct. Flags:")
+			"configs/calibration/. Flags:")
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, simCalibrateExitCodes)
 	}
 	// The file may come before or after the flags.
 	var path string
@@ -91,7 +91,7 @@ func runSimCalibrate(args []string, stdout, stderr io.Writer) error {
 		printFit(stdout, res)
 	}
 	if *maxErr > 0 && worst > *maxErr {
-		return &exitError{code: 3, err: fmt.Errorf("largest point error %.1f%% exceeds --max-error-pct %.1f", worst, *maxErr)}
+		return &exitError{code: exitSLOMissed, err: fmt.Errorf("largest point error %.1f%% exceeds --max-error-pct %.1f", worst, *maxErr)}
 	}
 	return nil
 }

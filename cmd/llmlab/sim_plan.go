@@ -43,8 +43,9 @@ func runSimPlan(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: llmlab sim plan [MODEL] [flags]\n\n"+
 			"Prints the memory plan (vLLM's start-up algorithm, "+engine.VLLMVersion+") and modelled\n"+
 			"step times of a configuration as JSON; a configuration vLLM would refuse prints vLLM's\n"+
-			"error and exits 1. Exit codes: 0 ok, 1 the configuration does not start, 2 usage. Flags:")
+			"error and exits 1. Flags:")
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, simPlanExitCodes)
 	}
 	if err := parseEngineArgs(fs, &ef, args); err != nil {
 		return err

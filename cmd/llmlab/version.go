@@ -20,6 +20,7 @@ func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: llmlab version [--json]\n\nPrint the llmlab version, VCS revision and Go version.\n\nFlags:")
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, versionExitCodes)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

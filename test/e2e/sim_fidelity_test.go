@@ -167,7 +167,7 @@ func TestSimCalibrateCLI(t *testing.T) {
 		t.Errorf("plan with the written calibration: exit %d\n%s", code, text)
 	}
 	code, text = runLLMLab(t, "sim", "calibrate", "../../configs/calibration/rtx3050-4gb-laptop.yaml", "-o", "-", "--max-error-pct", "1")
-	if code != 3 {
+	if code != 4 {
 		t.Errorf("--max-error-pct 1: exit %d (long prompts are off by more)\n%s", code, text)
 	}
 	code, _ = runLLMLab(t, "sim", "calibrate")
