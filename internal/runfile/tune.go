@@ -49,6 +49,9 @@ type TuneFile struct {
 	Done bool `json:"done"`
 
 	Profile string `json:"profile"`
+	// ProfileSource is what --profile named (an embedded name or a file),
+	// for --resume.
+	ProfileSource string `json:"profile_source"`
 	// Engine is the base profile's engine: sim or vllm.
 	Engine string `json:"engine"`
 	Model  string `json:"model"`
@@ -114,9 +117,11 @@ type TuneConfig struct {
 	// no rate, ends its row.
 	BlowupFraction float64 `json:"blowup_fraction"`
 	StartupSeconds float64 `json:"startup_seconds"` // -1: the profile's
-	Predict        bool    `json:"predict"`
-	TopK           int     `json:"top_k,omitempty"`
-	Margin         float64 `json:"margin,omitempty"`
+	// WorkerArgs are appended to every worker's command line.
+	WorkerArgs []string `json:"worker_args,omitempty"`
+	Predict    bool     `json:"predict"`
+	TopK       int      `json:"top_k,omitempty"`
+	Margin     float64  `json:"margin,omitempty"`
 }
 
 // TunePoint is one configuration of the grid.
@@ -142,6 +147,12 @@ type TunePoint struct {
 	// in the engine (running + waiting, sampled from its /metrics).
 	PeakInEngine int `json:"peak_in_engine"`
 	PeakWaiting  int `json:"peak_waiting"`
+	// EndsRow is set when the point's latency blew up (no rate met the
+	// SLO, or its max RPS fell below blowup_fraction of its row's best):
+	// the rest of its row is skipped.
+	EndsRow bool `json:"ends_row,omitempty"`
+	// Error is why a live measurement failed (status failed).
+	Error string `json:"error,omitempty"`
 	// SearchRunFile is the find-max run file of this point's search.
 	SearchRunFile string  `json:"search_run_file,omitempty"`
 	StartupS      float64 `json:"startup_s,omitempty"`
