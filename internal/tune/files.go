@@ -19,6 +19,7 @@ func tempName(dir string) (string, error) {
 		return "", fmt.Errorf("requests file: %w", err)
 	}
 	name := f.Name()
+	_ = f.Chmod(0o644) // CreateTemp makes it 0600; run files are 0644
 	f.Close()
 	return name, nil
 }
