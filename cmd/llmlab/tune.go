@@ -45,7 +45,7 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		blowup       = fs.Float64("blowup-fraction", 0.5, "a point below this fraction of its row's best max RPS (or meeting the SLO at no rate) ends its row")
 		predict      = fs.Bool("predict", false, "rank the grid with the offline simulator first and measure live only the top-k and points within --margin")
 		topK         = fs.Int("top-k", 2, "with --predict: points measured live")
-		margin       = fs.Float64("margin", 0.05, "with --predict: also measure points predicted within this fraction of the best")
+		margin       = fs.Float64("margin", 0, "with --predict: also measure points predicted within this fraction of the best (0: none; the calibrated sim predicts one maximum for most of the default grid, so a margin there selects nearly all of it)")
 		resume       = fs.String("resume", "", "continue this tune file (its grid and settings) without redoing finished points")
 		tunesDir     = fs.String("tunes-dir", runfile.DefaultTunesDir, "directory for tune files (YYYY-MM-DD_tuneXX.json)")
 		runsDir      = fs.String("runs-dir", runfile.DefaultRunsDir, "directory for the run files of searches and repeats")
@@ -286,7 +286,7 @@ func predictPoint(prof profile.Profile, tf *runfile.TuneFile, spec slo.Spec, a r
 	if err != nil {
 		return tune.Prediction{}, err
 	}
-	return tune.Prediction{MaxRate: m.MaxRPSUnderSLO, Starts: true}, nil
+	return tune.Prediction{MaxRate: m.MaxRPSUnderSLO, E2EP95: m.E2EP95, Starts: true}, nil
 }
 
 const offlineMinRate = 0.01

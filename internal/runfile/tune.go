@@ -181,6 +181,7 @@ type TuneRepeat struct {
 // PointPrediction is the offline simulator's figure for a point.
 type PointPrediction struct {
 	MaxRate  float64 `json:"max_rate"`
+	E2EP95   float64 `json:"e2e_p95_s"`
 	Starts   bool    `json:"starts"`
 	Selected bool    `json:"selected"`
 }

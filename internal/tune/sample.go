@@ -75,20 +75,20 @@ func scrapeDepth(ctx context.Context, client *http.Client, url string) (running,
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		name, rest, found := strings.Cut(line, "{")
+		if !found {
+			name, rest, _ = strings.Cut(line, " ")
+		} else if i := strings.LastIndexByte(rest, '}'); i >= 0 {
+			rest = rest[i+1:]
+		}
 		var dst *float64
-		switch {
-		case strings.HasPrefix(line, "vllm:num_requests_running"):
+		switch name {
+		case "vllm:num_requests_running":
 			dst = &r
-		case strings.HasPrefix(line, "vllm:num_requests_waiting"):
+		case "vllm:num_requests_waiting":
 			dst = &w
 		default:
 			continue
-		}
-		rest := line
-		if i := strings.LastIndexByte(line, '}'); i >= 0 {
-			rest = line[i+1:]
-		} else if i := strings.IndexByte(line, ' '); i >= 0 {
-			rest = line[i+1:]
 		}
 		f := strings.Fields(rest)
 		if len(f) == 0 {

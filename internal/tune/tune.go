@@ -32,7 +32,10 @@ import (
 // Prediction is the offline simulator's answer for a point.
 type Prediction struct {
 	MaxRate float64
-	Starts  bool
+	// E2EP95 is the p95 at MaxRate: among points of the same predicted
+	// maximum, the one with the lower p95 has more headroom.
+	E2EP95 float64
+	Starts bool
 }
 
 // Options configure a tune. The tune file holds the settings that must
@@ -144,20 +147,28 @@ func (t *Tuner) PredictAll() error {
 		if err != nil {
 			return fmt.Errorf("predict %s: %w", p.Args.Label(), err)
 		}
-		p.Predicted = &runfile.PointPrediction{MaxRate: pr.MaxRate, Starts: pr.Starts}
+		p.Predicted = &runfile.PointPrediction{MaxRate: pr.MaxRate, E2EP95: pr.E2EP95, Starts: pr.Starts}
 		if pr.Starts {
 			order = append(order, i)
 		}
 	}
+	// Best first: the highest predicted maximum, then the lowest p95 there;
+	// grid order (less memory first) breaks exact ties.
 	sort.SliceStable(order, func(a, b int) bool {
-		return t.tf.Points[order[a]].Predicted.MaxRate > t.tf.Points[order[b]].Predicted.MaxRate
+		pa, pb := t.tf.Points[order[a]].Predicted, t.tf.Points[order[b]].Predicted
+		if pa.MaxRate != pb.MaxRate {
+			return pa.MaxRate > pb.MaxRate
+		}
+		return pa.E2EP95 < pb.E2EP95
 	})
 	pred := &runfile.TunePrediction{Best: -1}
 	if len(order) > 0 {
 		pred.Best = order[0]
 		top := t.tf.Points[order[0]].Predicted.MaxRate
 		for k, i := range order {
-			if k < max(set.TopK, 1) || t.tf.Points[i].Predicted.MaxRate >= top*(1-set.Margin) {
+			// Within the margin: closer to the best than the margin, so the
+			// prediction cannot tell it from the best (margin 0: none).
+			if k < max(set.TopK, 1) || set.Margin > 0 && t.tf.Points[i].Predicted.MaxRate >= top*(1-set.Margin) {
 				t.tf.Points[i].Predicted.Selected = true
 			}
 		}
