@@ -102,7 +102,14 @@ func Write(in Input, dir string) (Summary, error) {
 				return sum, err
 			}
 			figs = append(figs, c, v)
-			reqNote = fmt.Sprintf("From %d per-request rows of the best point's confirmation runs (%s).", len(reqRows), strings.Join(used, ", "))
+			steady := 0
+			for _, r := range reqRows {
+				if r.Steady && r.Status == "ok" {
+					steady++
+				}
+			}
+			reqNote = fmt.Sprintf("Latency CDF and TTFT/TPOT view: the %d successful requests of the steady window among %d per-request rows of the best point's confirmation runs (%s).",
+				steady, len(reqRows), strings.Join(used, ", "))
 		} else {
 			reqNote = "No per-request rows for the best point (its runs were not saved with per-request rows), so no latency CDF or TTFT/TPOT view."
 		}
@@ -117,7 +124,7 @@ func Write(in Input, dir string) (Summary, error) {
 		}
 	}
 
-	md := markdown(in, main, rows, runRows, figs, reqNote)
+	md := markdown(in, rows, runRows, figs, reqNote)
 	p := filepath.Join(dir, "results.md")
 	if err := os.WriteFile(p, []byte(md), 0o644); err != nil {
 		return sum, fmt.Errorf("write %s: %w", p, err)
@@ -210,7 +217,7 @@ func runRow(r *Run) Row {
 
 func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
 
-func markdown(in Input, main *Tune, rows, runRows []Row, figs []figure, reqNote string) string {
+func markdown(in Input, rows, runRows []Row, figs []figure, reqNote string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# llmlab results\n\nGenerated %s by `llmlab report` from %d tune file(s) and %d run file(s).\n\n",
 		time.Now().UTC().Format(time.RFC3339), len(in.Tunes), len(in.Runs))
@@ -265,7 +272,6 @@ func markdown(in Input, main *Tune, rows, runRows []Row, figs []figure, reqNote 
 	if reqNote != "" {
 		b.WriteString(reqNote + "\n")
 	}
-	_ = main
 	return b.String()
 }
 
