@@ -141,3 +141,50 @@ func TestTuneUsageErrors(t *testing.T) {
 		t.Errorf("a usage error left tune files: %v", ents)
 	}
 }
+
+// Ctrl-C during the second point: the tune exits 1 with the first point
+// saved and the second pending, its worker gone; --resume measures only
+// the second and finishes the file.
+func TestTuneInterruptThenResume(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, tuneArgs(dir, "--repeats", "0", "--max-num-seqs", "64", "--max-num-batched-tokens", "4096,8192")...)
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(p.out.String(), "[2/2") {
+		if time.Now().After(deadline) {
+			t.Fatalf("second point never started:\n%s", p.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, time.Minute); code != 1 {
+		t.Fatalf("interrupted tune: exit %d, want 1\n%s", code, p.out.String())
+	}
+	if !strings.Contains(p.out.String(), "resume with: llmlab tune --resume") {
+		t.Errorf("no resume hint:\n%s", p.out.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "tunes", "*_tune*.json"))
+	if len(files) != 1 {
+		t.Fatalf("tune files %v", files)
+	}
+	before, err := runfile.ReadTune(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Done || before.Points[0].Status != runfile.PointMeasured || before.Points[1].Status != runfile.PointPending {
+		t.Fatalf("after Ctrl-C: done %v, statuses %s %s; want not done, measured, pending", before.Done, before.Points[0].Status, before.Points[1].Status)
+	}
+	_, errOut, code := runTimed(t, 2*time.Minute, "tune", "--resume", files[0], "--runs-dir", filepath.Join(dir, "runs"))
+	if code != 0 {
+		t.Fatalf("resume exit %d:\n%s", code, errOut)
+	}
+	after, err := runfile.ReadTune(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.Done || after.Points[1].Status != runfile.PointMeasured || after.Points[0].WallS != before.Points[0].WallS {
+		t.Errorf("after resume: done %v, point 1 %s, point 0 wall %v → %v; want done, measured, unchanged",
+			after.Done, after.Points[1].Status, before.Points[0].WallS, after.Points[0].WallS)
+	}
+}
