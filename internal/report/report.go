@@ -306,9 +306,37 @@ func htmlPage(in Input, main *Tune, rows, runRows []Row, figs []figure, reqNote 
 		hf = append(hf, htmlFigure{Name: f.Name, Title: f.Title, SVG: template.HTML(svg),
 			PNG: template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(f.PNG))})
 	}
+	// A run file a tune wrote gets its engine, GPU and engine args from
+	// the tune's point (a live run file records only the load).
+	owner := map[string]func(*runMeta){}
+	for i := range in.Tunes {
+		t := &in.Tunes[i]
+		for _, pt := range t.Points {
+			set := func(m *runMeta) {
+				m.Engine = t.Engine + " (live worker of tune " + t.ID + ")"
+				m.EngineArgs = pt.Args.Label()
+				if t.Engine == "sim" {
+					m.GPU, m.Calibrated = orDash(t.GPU), orDash(t.Calibration)
+				}
+			}
+			names := []string{pt.SearchRunFile}
+			for _, r := range pt.Repeats {
+				names = append(names, r.RunFile)
+			}
+			for _, n := range names {
+				if n != "" {
+					owner[strings.TrimSuffix(filepath.Base(n), ".json")] = set
+				}
+			}
+		}
+	}
 	var runs []runMeta
 	for i := range in.Runs {
-		runs = append(runs, newRunMeta(&in.Runs[i], runRows[i]))
+		m := newRunMeta(&in.Runs[i], runRows[i])
+		if set, ok := owner[in.Runs[i].ID]; ok {
+			set(&m)
+		}
+		runs = append(runs, m)
 	}
 	data := map[string]any{
 		"Generated": time.Now().UTC().Format(time.RFC3339), "Tunes": in.Tunes, "Rows": rows, "Runs": runs,
@@ -325,13 +353,14 @@ func htmlPage(in Input, main *Tune, rows, runRows []Row, figs []figure, reqNote 
 type runMeta struct {
 	Row                                              Row
 	ID, Kind, Source, Profile, Model, URL, Host, GPU string
-	EngineArgs, Calibrated                           string
+	Engine, EngineArgs, Calibrated                   string
 }
 
 func newRunMeta(r *Run, row Row) runMeta {
 	m := runMeta{Row: row, ID: r.ID, Kind: r.Kind, Source: r.Source, Profile: r.Profile, Model: r.Config.Model,
-		URL: r.Config.URL, Host: r.Environment.Host, GPU: "–", EngineArgs: "– (live: see the tune file's point)", Calibrated: "–"}
+		URL: r.Config.URL, Host: r.Environment.Host, GPU: "–", Engine: "live server (not recorded)", EngineArgs: "–", Calibrated: "–"}
 	if s := r.Sim; s != nil {
+		m.Engine = "sim (offline, virtual time)"
 		m.GPU = s.GPU
 		m.EngineArgs = fmt.Sprintf("max_model_len %d, max_num_seqs %d, max_num_batched_tokens %d, gpu_memory_utilization %g",
 			s.MaxModelLen, s.MaxNumSeqs, s.MaxNumBatchedTokens, s.GPUMemoryUtilization)
@@ -382,8 +411,8 @@ dt{font-weight:bold}
 </section>
 {{end}}
 {{if .Runs}}<h2>Run files</h2>
-<table class="runs"><thead><tr><th class="l">run</th><th class="l">kind</th><th class="l">source</th><th class="l">profile</th><th class="l">model</th><th class="l">GPU</th><th class="l">engine args</th><th class="l">calibrated</th><th>max RPS</th><th>p95 e2e (s)</th><th>run length (s)</th><th class="l">SLO</th></tr></thead><tbody>
-{{range .Runs}}<tr><td class="l">{{.ID}}</td><td class="l">{{.Kind}}</td><td class="l">{{.Source}}{{if eq .Source "live"}} ({{.URL}}){{end}}</td><td class="l">{{.Profile}}</td><td class="l">{{.Model}}</td><td class="l">{{.GPU}}</td><td class="l">{{.EngineArgs}}</td><td class="l">{{.Calibrated}}</td><td>{{num .Row.MaxRPS "%.2f"}}</td><td>{{num .Row.E2EP95 "%.2f"}}</td><td>{{.Row.RunLengthS}}</td><td class="l">{{.Row.Status}}</td></tr>
+<table class="runs"><thead><tr><th class="l">run</th><th class="l">kind</th><th class="l">source</th><th class="l">profile</th><th class="l">model</th><th class="l">engine (sim or real)</th><th class="l">GPU</th><th class="l">engine args</th><th class="l">calibrated</th><th>max RPS</th><th>p95 e2e (s)</th><th>run length (s)</th><th class="l">SLO</th></tr></thead><tbody>
+{{range .Runs}}<tr><td class="l">{{.ID}}</td><td class="l">{{.Kind}}</td><td class="l">{{.Source}}{{if eq .Source "live"}} ({{.URL}}){{end}}</td><td class="l">{{.Profile}}</td><td class="l">{{.Model}}</td><td class="l">{{.Engine}}</td><td class="l">{{.GPU}}</td><td class="l">{{.EngineArgs}}</td><td class="l">{{.Calibrated}}</td><td>{{num .Row.MaxRPS "%.2f"}}</td><td>{{num .Row.E2EP95 "%.2f"}}</td><td>{{.Row.RunLengthS}}</td><td class="l">{{.Row.Status}}</td></tr>
 {{end}}</tbody></table>{{end}}
 <h2>Figures</h2>
 {{range .Figures}}<figure id="fig-{{.Name}}">{{.SVG}}<figcaption>{{.Title}} (<a download="{{.Name}}.png" href="{{.PNG}}">PNG</a>)</figcaption></figure>

@@ -70,6 +70,9 @@ func TestTunePredictAndReportInChromium(t *testing.T) {
 	if ext := regexp.MustCompile(`(?i)(src|href)\s*=\s*"(https?:|//)`).Find(html); ext != nil {
 		t.Errorf("index.html loads an external asset: %s", ext)
 	}
+	if !strings.Contains(string(html), "live worker of tune "+tf.ID) || !strings.Contains(string(html), "rtx3050-4gb-laptop") {
+		t.Errorf("index.html does not give the tune's run files their engine and GPU")
+	}
 	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
 	if !strings.Contains(string(md), "**best**") || !strings.Contains(string(md), "run length") {
 		t.Errorf("results.md has no best row or run length:\n%s", md)
