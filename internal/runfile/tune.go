@@ -196,6 +196,10 @@ type TunePrediction struct {
 	SavedSeconds float64 `json:"saved_seconds"`
 	// Agree is set, once done, when the live best is the predicted best.
 	Agree bool `json:"agree"`
+	// Tied counts the points predicted at exactly the best's max rate
+	// (ranked among themselves by predicted p95, then grid order): when
+	// more than one, agreement among them is down to live noise.
+	Tied int `json:"tied"`
 }
 
 // BestPoint returns the best point, if any.

@@ -78,6 +78,9 @@ func WriteTable(w io.Writer, tf *runfile.TuneFile) error {
 		if pr.Best >= 0 && pr.Best < len(tf.Points) {
 			pb = tf.Points[pr.Best].Args.Label()
 		}
+		if pr.Tied > 1 {
+			agree += fmt.Sprintf(" (the prediction ties %d points at the best rate)", pr.Tied)
+		}
 		fmt.Fprintf(tw, "predict: %d of %d points measured live; ~%s of live time saved; predicted best %s; live best == predicted best: %s\n",
 			pr.Selected, len(tf.Points), fmtSeconds(pr.SavedSeconds), pb, agree)
 	}

@@ -165,6 +165,11 @@ func (t *Tuner) PredictAll() error {
 	if len(order) > 0 {
 		pred.Best = order[0]
 		top := t.tf.Points[order[0]].Predicted.MaxRate
+		for _, i := range order {
+			if t.tf.Points[i].Predicted.MaxRate == top {
+				pred.Tied++
+			}
+		}
 		for k, i := range order {
 			// Within the margin: closer to the best than the margin, so the
 			// prediction cannot tell it from the best (margin 0: none).
@@ -438,12 +443,12 @@ func (t *Tuner) measure(ctx context.Context, i int) error {
 	if err != nil {
 		return err
 	}
-	if rf, err := bench.NewFindMaxRunFile(base, fm); err == nil {
-		if path, err := runfile.Save(t.opts.RunsDir, &rf); err == nil {
-			p.SearchRunFile = path
-		} else {
-			return err
-		}
+	rf, err := bench.NewFindMaxRunFile(base, fm)
+	if err != nil {
+		return err
+	}
+	if p.SearchRunFile, err = runfile.Save(t.opts.RunsDir, &rf); err != nil {
+		return err
 	}
 	p.Status = runfile.PointMeasured
 	best, ok := sr.Best()

@@ -140,8 +140,8 @@ func TestPredictSelectsTopKAndMargin(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Best: 4 (same rate as 2, lower p95); 2 and 3 within 5 %; 1 out; 5 does not start.
-	if tf.Prediction.Best != 3 || tf.Prediction.Selected != 3 {
-		t.Errorf("prediction %+v; want best index 3, 3 selected", tf.Prediction)
+	if tf.Prediction.Best != 3 || tf.Prediction.Selected != 3 || tf.Prediction.Tied != 2 {
+		t.Errorf("prediction %+v; want best index 3, 3 selected, 2 tied", tf.Prediction)
 	}
 	want := []string{runfile.PointNotSelected, runfile.PointPending, runfile.PointPending, runfile.PointPending, runfile.PointNotSelected}
 	for i, p := range tf.Points {
