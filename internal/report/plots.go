@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"image/color"
+	"math"
 	"slices"
 	"sort"
 
@@ -123,6 +124,7 @@ func latencyCDF(rows []bench.RequestRow, sloP95 float64) (figure, error) {
 	p.Y.Label.Text = "fraction of requests"
 	p.Legend.Top = true
 	p.Legend.Left = true
+	p.Legend.XOffs = vg.Inch // clear of the TTFT curve at the left edge
 	for i, d := range []struct {
 		name string
 		v    []float64
@@ -151,7 +153,7 @@ func latencyCDF(rows []bench.RequestRow, sloP95 float64) (figure, error) {
 		l.Color = color.RGBA{R: 200, A: 255}
 		l.Dashes = []vg.Length{vg.Points(6), vg.Points(4)}
 		p.Add(l)
-		p.Legend.Add(fmt.Sprintf("SLO %.3gs", sloP95), l)
+		p.Legend.Add(fmt.Sprintf("SLO: p95 ≤ %.3gs", sloP95), l)
 	}
 	p.Add(plotter.NewGrid())
 	return render(p, "latency_cdf", "Latency CDF")
@@ -179,6 +181,18 @@ func ttftTPOT(rows []bench.RequestRow) (figure, error) {
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Legend.Top = true
+	// Whole decades, so the log axis has labelled ticks and the legend
+	// sits above the points.
+	lo, hi := math.Inf(1), 0.0
+	for _, xy := range []plotter.XYs{ttft, tpot} {
+		for _, q := range xy {
+			lo, hi = min(lo, q.Y), max(hi, q.Y)
+		}
+	}
+	if hi > 0 {
+		p.Y.Min = math.Pow(10, math.Floor(math.Log10(lo)))
+		p.Y.Max = math.Pow(10, math.Ceil(math.Log10(hi))+0.5)
+	}
 	for i, d := range []struct {
 		name string
 		xy   plotter.XYs
