@@ -22,7 +22,7 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 			"line, the best point marked), a latency CDF and a TTFT/TPOT view of the best point, and a\n"+
 			"self-contained index.html. Flags:")
 		fs.PrintDefaults()
-		fmt.Fprintln(stderr, "\nExit codes: 0 written; 1 a file could not be read or written; 2 usage error (bad flag, no input found).")
+		fmt.Fprintln(stderr, "\nExit codes: 0 written; 1 the report could not be written; 2 usage error (bad flag, no input found,\nan input that cannot be read or is neither a tune nor a run file).")
 	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
