@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/llmlab/llmlab/internal/bench"
 	"github.com/llmlab/llmlab/internal/runfile"
 	"github.com/llmlab/llmlab/internal/testsupport"
 )
@@ -127,5 +128,43 @@ func TestTunePredictAndReportInChromium(t *testing.T) {
 	}
 	if e := errs.list(); len(e) > 0 {
 		t.Errorf("console errors: %v", e)
+	}
+}
+
+// bench --save-requests keeps one row per request beside the run file, and
+// refuses runs that have no single run file to sit beside.
+func TestBenchSaveRequests(t *testing.T) {
+	url := startSim(t)
+	dir := t.TempDir()
+	code, out, errOut := runSplit(t, "bench", "--url", url, "--rate", "5", "--duration", "3s", "--runs-dir", dir, "--save-requests", "--quiet")
+	if code != 0 {
+		t.Fatalf("bench exit %d:\n%s\n%s", code, out, errOut)
+	}
+	runs, _ := filepath.Glob(filepath.Join(dir, "*_run*.json"))
+	if len(runs) != 1 {
+		t.Fatalf("run files %v", runs)
+	}
+	rf, err := runfile.Read(runs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := bench.ReadRequests(bench.RequestsPath(runs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	steady := 0
+	for _, r := range rows {
+		if r.Steady && r.Status == "ok" {
+			steady++
+		}
+	}
+	if int64(len(rows)) != rf.Results.SentTotal || int64(steady) != rf.Results.Completed {
+		t.Errorf("%d rows (%d steady ok); run file: %d sent, %d steady completed", len(rows), steady, rf.Results.SentTotal, rf.Results.Completed)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	if code, _, errOut := runSplit(t, "bench", "--url", url, "--find-max", "--save-requests"); code != 2 {
+		t.Errorf("--find-max --save-requests: exit %d, want 2\n%s", code, errOut)
 	}
 }
