@@ -181,6 +181,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if cfg.Requests, err = bench.CreateRequestLog(reqTmp); err != nil {
 			return err
 		}
+		defer cfg.Requests.Close()
 		defer os.Remove(reqTmp) // renamed beside the run file once it is saved
 	}
 	var (

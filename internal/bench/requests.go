@@ -60,6 +60,7 @@ type RequestLog struct {
 	steadyTo   time.Duration
 	err        error
 	n          int
+	closed     bool
 }
 
 // CreateRequestLog creates the file at path. Close it after the run.
@@ -104,7 +105,7 @@ func (l *RequestLog) add(i int, o *outcome) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	row.Steady = o.sched >= l.steadyFrom && o.sched < l.steadyTo
-	if l.err == nil {
+	if l.err == nil && !l.closed {
 		l.err = l.enc.Encode(row)
 		l.n++
 	}
@@ -117,10 +118,15 @@ func (l *RequestLog) Rows() int {
 	return l.n
 }
 
-// Close flushes and closes the file, returning the first error.
+// Close flushes and closes the file, returning the first error; later
+// calls do nothing (so a caller may also defer it).
 func (l *RequestLog) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
 	err := l.err
 	for _, e := range []error{l.bw.Flush(), l.zw.Close(), l.f.Sync(), l.f.Close()} {
 		if err == nil {
