@@ -36,8 +36,10 @@ func TestRequestLogRows(t *testing.T) {
 		if r.Status != "ok" || r.OutputTokens != out || r.PromptTokens != 200 {
 			t.Fatalf("row %+v: want ok with %d output and 200 prompt tokens", r, out)
 		}
-		if r.TTFTS < ttft.Seconds() || r.E2ES < r.TTFTS || r.TPOT() < per.Seconds()*0.9 {
-			t.Errorf("row %+v: ttft ≥ %v, e2e ≥ ttft and tpot ≈ %v expected", r, ttft, per)
+		// The server sends token k at TTFT + k·per after the request
+		// arrives: lower bounds only (the machine may add delay).
+		if minE2E := (ttft + (out-1)*per).Seconds(); r.TTFTS < ttft.Seconds() || r.E2ES < minE2E || r.TPOT() <= 0 {
+			t.Errorf("row %+v: want ttft ≥ %v, e2e ≥ %.3fs, tpot > 0", r, ttft, minE2E)
 		}
 		if r.Steady {
 			steady++
