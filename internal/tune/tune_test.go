@@ -15,6 +15,7 @@ import (
 
 	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/runfile"
+	"github.com/llmlab/llmlab/internal/testsupport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -114,7 +115,11 @@ vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5
 		t.Errorf("running %d waiting %d ok %v; want 12, 3, true", r, w, ok)
 	}
 	s := startSampler(context.Background(), srv.Client(), srv.URL, 5*time.Millisecond)
-	time.Sleep(30 * time.Millisecond)
+	testsupport.WaitFor(t, 30*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.peakIn > 0
+	})
 	in, _ := s.stop()
 	if in < 15 {
 		t.Errorf("peak in engine %d, want ≥ 15", in)

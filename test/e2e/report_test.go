@@ -28,7 +28,7 @@ import (
 func TestTunePredictAndReportInChromium(t *testing.T) {
 	exe := testsupport.NeedBinary(t, "chromium", "chromium-browser", "google-chrome")
 	dir := t.TempDir()
-	tuneOut, errOut, code := runTimed(t, 4*time.Minute, tuneArgs(dir, "--predict", "--top-k", "1", "--margin", "0",
+	tuneOut, errOut, code := runTimed(t, 4*time.Minute, tuneArgs(dir, "--predict", "--top-k", "1", "--margin", "0", "--max-steps", "3",
 		"--gpu-memory-utilization", "0.35", "--max-num-seqs", "64", "--max-num-batched-tokens", "4096,12288")...)
 	if code != 0 {
 		t.Fatalf("tune exit %d; stderr:\n%s", code, errOut)
