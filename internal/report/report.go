@@ -169,6 +169,9 @@ func tuneRows(t *Tune, isMain bool) []Row {
 		if len(p.Repeats) > 0 {
 			r.RunLengthS = t.Settings.RepeatDurationS
 		}
+		if p.Status != runfile.PointMeasured {
+			r.RunLengthS = 0
+		}
 		switch p.Status {
 		case runfile.PointMeasured:
 			r.MaxRPS, r.E2EP95, r.MaxRate = p.MaxRPS, p.E2EP95, p.MaxRate
@@ -231,7 +234,7 @@ func markdown(in Input, rows, runRows []Row, figs []figure, reqNote string) stri
 		fmt.Fprintf(&b, "## Tune %s (profile %s, %s, model %s, GPU %s)\n\n", t.ID, t.Profile, kind, t.Model, orDash(t.GPU))
 		fmt.Fprintf(&b, "SLO: p95 end-to-end latency ≤ %.3g s and error rate ≤ %.3g %%. Search probes of %g s; "+
 			"%d confirmation run(s) of %g s at each point's max rate, figure = their median. Calibration: %s.\n\n",
-			t.SLO.P95E2ESeconds, 100*t.SLO.MaxErrorRate, s.ProbeDurationS, s.Repeats, s.RepeatDurationS, orDash(t.Calibration))
+			t.SLO.P95E2ESeconds, 100*t.SLO.MaxErrorRate, s.ProbeDurationS, s.Repeats, s.RepeatDurationS, calibration(t))
 		b.WriteString("| max_num_seqs | max_num_batched_tokens | max_model_len | util | max RPS | p95 e2e (s) | max rate (req/s) | run length (s) | repeats | status |\n")
 		b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, r := range rows {
@@ -242,8 +245,8 @@ func markdown(in Input, rows, runRows []Row, figs []figure, reqNote string) stri
 			if r.Best {
 				st = "**best** — " + st
 			}
-			fmt.Fprintf(&b, "| %d | %d | %d | %g | %s | %s | %s | %g | %d | %s |\n", r.Seqs, r.Batched, r.ModelLen, r.Util,
-				num(r.MaxRPS, "%.2f"), num(r.E2EP95, "%.2f"), num(r.MaxRate, "%.3g"), r.RunLengthS, r.Repeats, st)
+			fmt.Fprintf(&b, "| %d | %d | %d | %g | %s | %s | %s | %s | %d | %s |\n", r.Seqs, r.Batched, r.ModelLen, r.Util,
+				num(r.MaxRPS, "%.2f"), num(r.E2EP95, "%.2f"), num(r.MaxRate, "%.3g"), num(r.RunLengthS, "%g"), r.Repeats, st)
 		}
 		if bp, ok := t.BestPoint(); ok {
 			fmt.Fprintf(&b, "\nBest point: **%s** — %.2f req/s sustained at p95 %.2f s. Suggested `queue_max`: %d.\n",
@@ -273,6 +276,18 @@ func markdown(in Input, rows, runRows []Row, figs []figure, reqNote string) stri
 		b.WriteString(reqNote + "\n")
 	}
 	return b.String()
+}
+
+// calibration names a sim tune's step-time calibration: a file, or the
+// built-in one (docs/calibration.md).
+func calibration(t *Tune) string {
+	switch {
+	case t.Engine != "sim":
+		return "– (real engine)"
+	case t.Calibration != "":
+		return t.Calibration
+	}
+	return "built-in (docs/calibration.md)"
 }
 
 func num(v float64, f string) string {
@@ -316,7 +331,7 @@ func htmlPage(in Input, main *Tune, rows, runRows []Row, figs []figure, reqNote 
 				m.Engine = t.Engine + " (live worker of tune " + t.ID + ")"
 				m.EngineArgs = pt.Args.Label()
 				if t.Engine == "sim" {
-					m.GPU, m.Calibrated = orDash(t.GPU), orDash(t.Calibration)
+					m.GPU, m.Calibrated = orDash(t.GPU), calibration(t)
 				}
 			}
 			names := []string{pt.SearchRunFile}
@@ -370,12 +385,13 @@ func newRunMeta(r *Run, row Row) runMeta {
 }
 
 var page = template.Must(template.New("index").Funcs(template.FuncMap{
-	"num": num, "dash": orDash,
+	"num": num, "dash": orDash, "calibration": func(t Tune) string { return calibration(&t) },
 	"fmt": func(f string, v float64) string { return fmt.Sprintf(f, v) },
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>llmlab report</title>
 <style>
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+.scroll{overflow-x:auto}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 td.l,th.l{text-align:left}
@@ -395,7 +411,7 @@ dt{font-weight:bold}
 <dt>engine</dt><dd>{{$t.Engine}} ({{if eq $t.Engine "sim"}}simulated engine, live worker process{{else}}real engine{{end}})</dd>
 <dt>model</dt><dd>{{$t.Model}}</dd>
 <dt>GPU</dt><dd>{{dash $t.GPU}}</dd>
-<dt>calibration</dt><dd>{{dash $t.Calibration}}</dd>
+<dt>calibration</dt><dd>{{calibration $t}}</dd>
 <dt>base engine args</dt><dd>{{$t.BaseArgs.Label}}</dd>
 <dt>SLO</dt><dd>p95 e2e ≤ {{$t.SLO.P95E2ESeconds}} s, error rate ≤ {{$t.SLO.MaxErrorRate}}</dd>
 <dt>run length</dt><dd>probes of {{$t.Settings.ProbeDurationS}} s; {{$t.Settings.Repeats}} repeats of {{$t.Settings.RepeatDurationS}} s at the max rate (median)</dd>
@@ -405,15 +421,15 @@ dt{font-weight:bold}
 <table class="results">
 <thead><tr><th>max_num_seqs</th><th>max_num_batched_tokens</th><th>max_model_len</th><th>util</th><th>max RPS</th><th>p95 e2e (s)</th><th>max rate</th><th>run length (s)</th><th>repeats</th><th class="l">status</th></tr></thead>
 <tbody>
-{{range $.Rows}}{{if eq .Source $t.ID}}<tr{{if .Best}} class="best"{{end}} data-seqs="{{.Seqs}}" data-batched="{{.Batched}}"><td>{{.Seqs}}</td><td>{{.Batched}}</td><td>{{.ModelLen}}</td><td>{{.Util}}</td><td class="rps">{{num .MaxRPS "%.2f"}}</td><td>{{num .E2EP95 "%.2f"}}</td><td>{{num .MaxRate "%.3g"}}</td><td>{{.RunLengthS}}</td><td>{{.Repeats}}</td><td class="l">{{if .Best}}best — {{end}}{{.Status}}</td></tr>
+{{range $.Rows}}{{if eq .Source $t.ID}}<tr{{if .Best}} class="best"{{end}} data-seqs="{{.Seqs}}" data-batched="{{.Batched}}"><td>{{.Seqs}}</td><td>{{.Batched}}</td><td>{{.ModelLen}}</td><td>{{.Util}}</td><td class="rps">{{num .MaxRPS "%.2f"}}</td><td>{{num .E2EP95 "%.2f"}}</td><td>{{num .MaxRate "%.3g"}}</td><td>{{num .RunLengthS "%g"}}</td><td>{{.Repeats}}</td><td class="l">{{if .Best}}best — {{end}}{{.Status}}</td></tr>
 {{end}}{{end}}</tbody></table>
 {{with $t.Prediction}}<p>Predicted offline first: {{.Selected}} points measured live, ~{{fmt "%.0f" .SavedSeconds}} s of live time saved; live best == predicted best: {{.Agree}}.</p>{{end}}
 </section>
 {{end}}
 {{if .Runs}}<h2>Run files</h2>
-<table class="runs"><thead><tr><th class="l">run</th><th class="l">kind</th><th class="l">source</th><th class="l">profile</th><th class="l">model</th><th class="l">engine (sim or real)</th><th class="l">GPU</th><th class="l">engine args</th><th class="l">calibrated</th><th>max RPS</th><th>p95 e2e (s)</th><th>run length (s)</th><th class="l">SLO</th></tr></thead><tbody>
+<div class="scroll"><table class="runs"><thead><tr><th class="l">run</th><th class="l">kind</th><th class="l">source</th><th class="l">profile</th><th class="l">model</th><th class="l">engine (sim or real)</th><th class="l">GPU</th><th class="l">engine args</th><th class="l">calibrated</th><th>max RPS</th><th>p95 e2e (s)</th><th>run length (s)</th><th class="l">SLO</th></tr></thead><tbody>
 {{range .Runs}}<tr><td class="l">{{.ID}}</td><td class="l">{{.Kind}}</td><td class="l">{{.Source}}{{if eq .Source "live"}} ({{.URL}}){{end}}</td><td class="l">{{.Profile}}</td><td class="l">{{.Model}}</td><td class="l">{{.Engine}}</td><td class="l">{{.GPU}}</td><td class="l">{{.EngineArgs}}</td><td class="l">{{.Calibrated}}</td><td>{{num .Row.MaxRPS "%.2f"}}</td><td>{{num .Row.E2EP95 "%.2f"}}</td><td>{{.Row.RunLengthS}}</td><td class="l">{{.Row.Status}}</td></tr>
-{{end}}</tbody></table>{{end}}
+{{end}}</tbody></table></div>{{end}}
 <h2>Figures</h2>
 {{range .Figures}}<figure id="fig-{{.Name}}">{{.SVG}}<figcaption>{{.Title}} (<a download="{{.Name}}.png" href="{{.PNG}}">PNG</a>)</figcaption></figure>
 {{end}}

@@ -389,6 +389,7 @@ func (t *Tuner) measure(ctx context.Context, i int) error {
 	p.StartupS = time.Since(pointStart).Seconds()
 
 	base := t.opts.Bench
+	base.URL = lease.URL // recorded in every run file of the point
 	base.Profile = t.tf.Profile
 	base.Duration = time.Duration(set.ProbeDurationS * float64(time.Second))
 	base.Ramp = min(base.Duration/10, 30*time.Second)

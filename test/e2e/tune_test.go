@@ -86,6 +86,9 @@ func TestTuneOOMSkipAndResume(t *testing.T) {
 			t.Errorf("file the tune names: %v", err)
 		}
 	}
+	if rf, err := runfile.Read(p0.Repeats[0].RunFile); err != nil || rf.Config.URL == "http://127.0.0.1:8080" || rf.Config.Rate != p0.MaxRate {
+		t.Errorf("repeat run file: %v, url %q (want the worker's), rate %v (want %v)", err, rf.Config.URL, rf.Config.Rate, p0.MaxRate)
+	}
 	if !strings.Contains(errOut, "estimate:") || !strings.Contains(errOut, "ETA") {
 		t.Errorf("no time estimate or per-probe ETA on stderr:\n%s", errOut)
 	}
