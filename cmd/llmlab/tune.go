@@ -83,7 +83,7 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *resume != "" {
 		for _, f := range []string{"profile", "grid", "max-model-len", "max-num-seqs", "max-num-batched-tokens", "gpu-memory-utilization",
 			"gpu-spec", "startup-seconds", "duration", "repeat-duration", "repeats", "start-rate", "max-steps", "precision", "growth",
-			"blowup-fraction", "predict", "top-k", "margin"} {
+			"blowup-fraction", "predict", "top-k", "margin", "slo", "scenario"} {
 			if set[f] {
 				return usage("--%s cannot change a resumed tune (its file holds the grid and settings)", f)
 			}
@@ -96,6 +96,7 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if prof, err = profile.Load(tf.ProfileSource); err != nil {
 			return usage("%w", err)
 		}
+		*sloPath, *scenarioPath = tf.Settings.SLOFile, tf.Settings.ScenarioFile
 	} else {
 		if prof, err = profile.Load(*profileName); err != nil {
 			return usage("%w", err)
@@ -157,7 +158,7 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cfg := runfile.TuneConfig{
 			ProbeDurationS: duration.Seconds(), RepeatDurationS: repDur.Seconds(), Repeats: *repeats, StartRate: *startRate,
 			MaxSteps: *maxSteps, Growth: *growth, Precision: *precision, BlowupFraction: *blowup, StartupSeconds: *startupS,
-			Predict: *predict,
+			Predict: *predict, SLOFile: *sloPath, ScenarioFile: *scenarioPath,
 		}
 		if *predict {
 			cfg.TopK, cfg.Margin = *topK, *margin

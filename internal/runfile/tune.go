@@ -117,6 +117,10 @@ type TuneConfig struct {
 	// no rate, ends its row.
 	BlowupFraction float64 `json:"blowup_fraction"`
 	StartupSeconds float64 `json:"startup_seconds"` // -1: the profile's
+	// SLOFile and ScenarioFile are the --slo and --scenario files (empty:
+	// the embedded ones), reused by --resume.
+	SLOFile      string `json:"slo_file,omitempty"`
+	ScenarioFile string `json:"scenario_file,omitempty"`
 	// WorkerArgs are appended to every worker's command line.
 	WorkerArgs []string `json:"worker_args,omitempty"`
 	Predict    bool     `json:"predict"`
