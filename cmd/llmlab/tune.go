@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -154,6 +155,14 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		spec, err := slo.Load(*sloPath)
 		if err != nil {
 			return usage("%w", err)
+		}
+		// Absolute, so --resume from another directory finds them.
+		for _, p := range []*string{sloPath, scenarioPath} {
+			if *p != "" {
+				if a, err := filepath.Abs(*p); err == nil {
+					*p = a
+				}
+			}
 		}
 		cfg := runfile.TuneConfig{
 			ProbeDurationS: duration.Seconds(), RepeatDurationS: repDur.Seconds(), Repeats: *repeats, StartRate: *startRate,
