@@ -157,7 +157,7 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return usage("%w", err)
 		}
 		// Absolute, so --resume from another directory finds them.
-		for _, p := range []*string{sloPath, scenarioPath} {
+		for _, p := range []*string{sloPath, scenarioPath, gpuSpec} {
 			if *p != "" {
 				if a, err := filepath.Abs(*p); err == nil {
 					*p = a
