@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/term"
@@ -54,6 +55,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		findMax      = fs.Bool("find-max", false, "search for the highest rate meeting the SLO")
 		steps        = fs.Int("find-max-steps", 8, "most runs of the --find-max search")
 		stepDur      = fs.Duration("step-duration", 60*time.Second, "duration of each --find-max run")
+		saveRequests = fs.Bool("save-requests", false, "also keep one row per request (scheduled time, TTFT, e2e, tokens, status) beside the run file, as <run>.requests.jsonl.gz")
 		apiKey       = fs.String("api-key", os.Getenv("LLMLAB_API_KEY"), "API key sent as 'Authorization: Bearer <key>' (env LLMLAB_API_KEY; default none)")
 	)
 	fs.Usage = func() {
@@ -122,6 +124,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usage("--burstiness %v needs --arrival gamma (got %s)", *burstiness, *arrivalProc)
 	case *findMax && set["duration"]:
 		return usage("--duration does not apply to --find-max; each step lasts --step-duration")
+	case *saveRequests && (*findMax || *noSave):
+		return usage("--save-requests needs a single saved run (not --find-max or --no-save)")
 	case *concurrency < 0:
 		return usage("concurrency must be >= 0, got %d", *concurrency)
 	case *concurrency > 0 && *findMax:
@@ -164,6 +168,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usage("%w", err)
 	}
 
+	var reqTmp string
+	if *saveRequests {
+		dir := *runsDir
+		if *out != "" {
+			dir = filepath.Dir(*out)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create runs dir: %w", err)
+		}
+		reqTmp = filepath.Join(dir, fmt.Sprintf(".requests-%d.jsonl.gz.tmp", os.Getpid()))
+		if cfg.Requests, err = bench.CreateRequestLog(reqTmp); err != nil {
+			return err
+		}
+		defer cfg.Requests.Close()
+		defer os.Remove(reqTmp) // renamed beside the run file once it is saved
+	}
 	var (
 		rf     bench.RunFile
 		runErr error
@@ -200,6 +220,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if cfg.Requests != nil {
+		if err := cfg.Requests.Close(); err != nil {
+			return err
+		}
+	}
 
 	var path string
 	var saveErr error
@@ -227,6 +252,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if path != "" {
 		fmt.Fprintf(info, "\nrun file: %s\n", path)
+		if reqTmp != "" {
+			if err := os.Rename(reqTmp, bench.RequestsPath(path)); err != nil {
+				return fmt.Errorf("requests file: %w", err)
+			}
+			fmt.Fprintf(info, "requests file: %s\n", bench.RequestsPath(path))
+		}
 	}
 	if runErr != nil {
 		return runErr

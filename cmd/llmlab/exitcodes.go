@@ -63,10 +63,13 @@ func runVerdict(rf *runfile.RunFile, failOnSLO bool) error {
 
 // writeJSON writes rf as one indented JSON object: the run file's content,
 // the machine-readable summary of --json.
-func writeJSON(w io.Writer, rf *runfile.RunFile) error {
+func writeJSON(w io.Writer, rf *runfile.RunFile) error { return writeAnyJSON(w, rf) }
+
+// writeAnyJSON writes v as one indented JSON object.
+func writeAnyJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(rf); err != nil {
+	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("write result: %w", err)
 	}
 	return nil

@@ -26,6 +26,8 @@ func commands() map[string]command {
 		"sim":     {"run the simulated vLLM engine (a vllm serve look-alike); 'sim run' for offline virtual time", runSim},
 		"serve":   {"run the gateway and supervisor (OpenAI API, queue, admission, scale-to-zero)", runServe},
 		"bench":   {"open-loop load generator with streaming token metrics", runBench},
+		"report":  {"results table, RPS-vs-p95 plot, latency views and a self-contained HTML page from tune and run files", runReport},
+		"tune":    {"grid search over engine arguments: max RPS under the SLO per config, live workers (--predict: offline first)", runTune},
 		"version": {"print the version, VCS revision and Go version (--json)", runVersion},
 		"demo":    {"scale-to-zero demo: idle worker stops, load starts it; transcript, timeline JSON, plot, GIF", runDemo},
 	}

@@ -67,6 +67,9 @@ type Config struct {
 	// Client sends the requests; nil means a client on NewTransport(),
 	// whose idle connections are closed when Run returns.
 	Client *http.Client
+	// Requests, when set, receives one row per request (--save-requests;
+	// requests.go). The caller closes it after Run.
+	Requests *RequestLog
 }
 
 // withDefaults fills the optional fields.

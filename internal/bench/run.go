@@ -79,6 +79,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	steadyFrom, steadyTo := cfg.Warmup, cfg.Duration-cfg.Cooldown
 	sloE2E := time.Duration(cfg.SLO.SLO.P95E2ESeconds * float64(time.Second))
+	cfg.Requests.window(steadyFrom, steadyTo)
 	r := &runner{
 		cfg: cfg, client: client, url: cfg.URL + cfg.Scenario.Path(), bodies: bodies,
 		rec: newRecorder(steadyFrom, steadyTo, sloE2E),
@@ -178,6 +179,7 @@ func (r *runner) work(ctx context.Context, first job, jobs <-chan job) {
 // one sends a request and records its outcome.
 func (r *runner) one(ctx context.Context, w *worker, j job) {
 	o := outcome{sched: j.sched, sent: r.since()}
+	defer r.cfg.Requests.add(j.i, &o)
 	r.rec.started(j.sched, o.sent)
 	// The deadline runs from the scheduled time: it bounds the requests
 	// alive at once to about Rate × Timeout whatever the server does.
