@@ -147,9 +147,13 @@ func run(o options) error {
 	var out []figures
 	for _, t := range targets {
 		f := figures{Name: t.name, OpenRate: o.rate}
-		// Warm-up: connections and the proxy's pools.
-		if _, _, _, err := measure(ctx, o, t, be.Process.Pid, bench.Config{Concurrency: o.concurrency, Duration: 2 * time.Second, Warmup: time.Second}); err != nil {
-			return fmt.Errorf("%s warm-up: %w", t.name, err)
+		// Warm-up, closed and open: connections, the proxy's pools and
+		// its goroutines, so the first target is not the only cold one.
+		for _, c := range []bench.Config{{Concurrency: o.concurrency}, {Rate: o.rate}} {
+			c.Duration, c.Warmup = 2*time.Second, time.Second
+			if _, _, _, err := measure(ctx, o, t, be.Process.Pid, c); err != nil {
+				return fmt.Errorf("%s warm-up: %w", t.name, err)
+			}
 		}
 		res, cpu, beCPU, err := measure(ctx, o, t, be.Process.Pid, bench.Config{Concurrency: o.concurrency})
 		if err != nil {
