@@ -74,20 +74,18 @@ func (r *runner) result(sched []time.Duration, stoppedAt time.Duration) Result {
 	}
 	if res.ScheduledRate > 0 && res.AchievedRate < 0.95*res.ScheduledRate {
 		res.GeneratorBehind = true
-		res.Invalid = true
-		res.InvalidReason = fmt.Sprintf("the generator sent %.2f req/s of the %.2f scheduled", res.AchievedRate, res.ScheduledRate)
 		res.Warnings = append(res.Warnings, fmt.Sprintf(
 			"generator fell behind: achieved send rate %.2f/s < 95%% of scheduled %.2f/s", res.AchievedRate, res.ScheduledRate))
 	}
+	// Invalid only by requests not sent: the achieved rate above also
+	// moves with requests sent just across a window edge, which on a short
+	// run is not the generator failing to offer the load.
 	if n := sumClasses(rec.genErrors); n > 0 {
 		res.GeneratorBehind = true
 		res.Invalid = true
 		reason := fmt.Sprintf("the generator failed to send %d requests of the steady window (%s)", n, classSummary(rec.genErrors))
 		if rec.genErrors[ClassGenPool] > 0 {
 			reason += fmt.Sprintf("; all %d connections were busy: raise --max-conns", r.cfg.MaxConns)
-		}
-		if res.InvalidReason != "" {
-			reason = res.InvalidReason + "; " + reason
 		}
 		res.InvalidReason = reason
 	}

@@ -205,10 +205,10 @@ type Results struct {
 	// generator_dial); they are in neither requests nor error_rate.
 	GeneratorErrors      map[string]int64 `json:"generator_errors"`
 	GeneratorErrorsTotal map[string]int64 `json:"generator_errors_total"`
-	// Invalid: the generator did not offer the scheduled load (generator
-	// errors in the steady window, or an achieved send rate under 95 % of
-	// the scheduled one), so the run measures the generator, not the
-	// server; slo_met is then false and InvalidReason says why.
+	// Invalid: the generator did not offer the scheduled load (it failed
+	// to send requests of the steady window: GeneratorErrors), so the run
+	// measures the generator, not the server; slo_met is then false and
+	// InvalidReason says why.
 	Invalid       bool   `json:"invalid"`
 	InvalidReason string `json:"invalid_reason,omitempty"`
 
