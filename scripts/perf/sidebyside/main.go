@@ -43,6 +43,8 @@ type options struct {
 	concurrency            int
 	rate                   float64
 	outputTokens           int
+	stream                 bool
+	eventInterval          time.Duration
 	nginxWorkers           string
 	jsonOut                string
 	proxyCPUs, backendCPUs string
@@ -58,6 +60,8 @@ func main() {
 	flag.IntVar(&o.concurrency, "concurrency", 32, "closed-loop clients")
 	flag.Float64Var(&o.rate, "rate", 1000, "open-loop rate, req/s")
 	flag.IntVar(&o.outputTokens, "output-len", 4, "tokens in each answer")
+	flag.BoolVar(&o.stream, "stream", false, "streamed answers: --output-len token events each, plus usage and [DONE] (nginx gets proxy_buffering off)")
+	flag.DurationVar(&o.eventInterval, "event-interval", 0, "backend's pause between streamed events")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the figures as JSON to this file")
 	flag.StringVar(&o.proxyCPUs, "proxy-cpus", "", "taskset CPU list for the proxy (empty: no pinning)")
 	flag.StringVar(&o.backendCPUs, "backend-cpus", "", "taskset CPU list for the backend (empty: no pinning)")
@@ -95,6 +99,13 @@ type figures struct {
 	OpenCPUus     float64 `json:"open_proxy_cpu_us_per_req"`
 	OpenFailed    int64   `json:"open_failed"`
 	OpenInvalid   bool    `json:"open_invalid"`
+	// Streams (--stream): TTFT in the open loop, and the proxy's CPU per
+	// relayed event (token events + usage + [DONE]) in the closed loop.
+	OpenTTFTp50ms   float64 `json:"open_ttft_p50_ms,omitempty"`
+	OpenTTFTp99ms   float64 `json:"open_ttft_p99_ms,omitempty"`
+	AddedTTFTp99ms  float64 `json:"open_added_ttft_p99_ms,omitempty"`
+	ClosedTTFTp99ms float64 `json:"closed_ttft_p99_ms,omitempty"`
+	ClosedCPUusEvt  float64 `json:"closed_proxy_cpu_us_per_event,omitempty"`
 }
 
 func run(o options) error {
@@ -106,7 +117,7 @@ func run(o options) error {
 	}
 	defer os.RemoveAll(dir)
 
-	be, beAddr, err := startPrinting(ctx, o.backendCPUs, o.backend, "listening on ", "--addr", "127.0.0.1:0")
+	be, beAddr, err := startPrinting(ctx, o.backendCPUs, o.backend, "listening on ", "--addr", "127.0.0.1:0", "--event-interval", o.eventInterval.String())
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
@@ -141,8 +152,12 @@ func run(o options) error {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
-	fmt.Printf("side by side: %d CPUs (GOMAXPROCS %d), backend %s, %v per run, closed loop %d clients, open loop %.0f req/s, %d-token answers\n",
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), beAddr, o.duration, o.concurrency, o.rate, o.outputTokens)
+	kind := "answers"
+	if o.stream {
+		kind = fmt.Sprintf("streams (%v between events)", o.eventInterval)
+	}
+	fmt.Printf("side by side: %d CPUs (GOMAXPROCS %d), backend %s, %v per run, closed loop %d clients, open loop %.0f req/s, %d-token %s\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), beAddr, o.duration, o.concurrency, o.rate, o.outputTokens, kind)
 
 	var out []figures
 	for _, t := range targets {
@@ -161,20 +176,32 @@ func run(o options) error {
 		}
 		n := float64(res.SentTotal)
 		f.ClosedRPS, f.ClosedCPUus, f.ClosedBackend, f.ClosedFailed = res.RPS, cpu/n*1e6, beCPU/n*1e6, res.FailedTotal
+		if o.stream {
+			f.ClosedTTFTp99ms, f.ClosedCPUusEvt = res.TTFTP99*1e3, f.ClosedCPUus/float64(o.outputTokens+2)
+		}
 		res, cpu, _, err = measure(ctx, o, t, be.Process.Pid, bench.Config{Rate: o.rate})
 		if err != nil {
 			return fmt.Errorf("%s open loop: %w", t.name, err)
 		}
 		f.OpenP50ms, f.OpenP99ms, f.OpenCPUus = res.E2EP50*1e3, res.E2EP99*1e3, cpu/float64(res.SentTotal)*1e6
 		f.OpenFailed, f.OpenInvalid = res.FailedTotal, res.Invalid
+		if o.stream {
+			f.OpenTTFTp50ms, f.OpenTTFTp99ms = res.TTFTP50*1e3, res.TTFTP99*1e3
+		}
 		out = append(out, f)
 	}
 	for i := range out {
 		out[i].ClosedRatio = out[i].ClosedRPS / out[0].ClosedRPS
 		out[i].AddedP50ms = out[i].OpenP50ms - out[0].OpenP50ms
 		out[i].AddedP99ms = out[i].OpenP99ms - out[0].OpenP99ms
+		if o.stream {
+			out[i].AddedTTFTp99ms = out[i].OpenTTFTp99ms - out[0].OpenTTFTp99ms
+		}
 	}
 	printTable(os.Stdout, out)
+	if o.stream {
+		printStreams(os.Stdout, out, o.concurrency)
+	}
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(out, "", "  ")
 		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
@@ -202,6 +229,19 @@ func printTable(w io.Writer, out []figures) {
 	_ = tw.Flush()
 }
 
+func printStreams(w io.Writer, out []figures, conc int) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "streams\tproxy CPU µs/event (closed)\tTTFT p99 ms, %d streams at once (closed)\topen TTFT p50 ms\topen TTFT p99 ms\tadded TTFT p99 ms\t\n", conc)
+	for _, f := range out {
+		cpu := fmt.Sprintf("%.2f", f.ClosedCPUusEvt)
+		if f.Name == "direct" {
+			cpu = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.3f\t%.3f\t%+.3f\t\n", f.Name, cpu, f.ClosedTTFTp99ms, f.OpenTTFTp50ms, f.OpenTTFTp99ms, f.AddedTTFTp99ms)
+	}
+	_ = tw.Flush()
+}
+
 // measure runs one bench configuration against t and returns its result
 // and the CPU seconds the proxy and the backend used meanwhile.
 func measure(ctx context.Context, o options, t target, backendPID int, c bench.Config) (bench.Result, float64, float64, error) {
@@ -209,7 +249,7 @@ func measure(ctx context.Context, o options, t target, backendPID int, c bench.C
 	if err != nil {
 		return bench.Result{}, 0, 0, err
 	}
-	sc.Stream, sc.InputTokens, sc.OutputTokens = false, 16, o.outputTokens
+	sc.Stream, sc.InputTokens, sc.OutputTokens = o.stream, 16, o.outputTokens
 	spec, err := slo.Default()
 	if err != nil {
 		return bench.Result{}, 0, 0, err
@@ -388,10 +428,11 @@ http {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_buffering %[5]s;
     }
   }
 }
-`, o.nginxWorkers, dir, backend, addr)
+`, o.nginxWorkers, dir, backend, addr, map[bool]string{false: "on", true: "off"}[o.stream])
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, "", err
