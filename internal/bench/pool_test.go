@@ -148,3 +148,17 @@ func TestPoolSize(t *testing.T) {
 		}
 	}
 }
+
+// A closed loop has no schedule to fall behind: however small the
+// allowed send lag, its requests are sent.
+func TestClosedLoopHasNoSendLag(t *testing.T) {
+	srv := &testServer{TTFT: time.Millisecond, PerToken: time.Millisecond}
+	url := srv.start(t)
+	res := run(t, Config{
+		URL: url, Model: "m", Scenario: scenario(t, 2), Concurrency: 2, Duration: 500 * time.Millisecond,
+		SLO: testSLO(5), MaxSendLag: time.Nanosecond,
+	})
+	if len(res.GeneratorErrorsTotal) != 0 || res.Invalid || res.CompletedTotal == 0 {
+		t.Errorf("generator errors %v invalid %v completed %d", res.GeneratorErrorsTotal, res.Invalid, res.CompletedTotal)
+	}
+}
