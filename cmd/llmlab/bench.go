@@ -51,6 +51,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		runsDir      = fs.String("runs-dir", runfile.DefaultRunsDir, "directory for numbered run files")
 		noSave       = fs.Bool("no-save", false, "do not write a run file")
 		lagThreshold = fs.Duration("lag-threshold", 10*time.Millisecond, "send-lag p99 above which the generator is said to fall behind")
+		maxConns     = fs.Int("max-conns", 0, "most connections to the server (0: sized from the load: --concurrency, --max-concurrency, or rate × --timeout in [64, 4096])")
+		maxSendLag   = fs.Duration("max-send-lag", time.Second, "a request the generator cannot send this long after its scheduled time (behind, or no free connection) is not sent: a generator error, and the run is invalid (exit 5)")
 		quiet        = fs.Bool("quiet", false, "no live progress line even on a terminal")
 		findMax      = fs.Bool("find-max", false, "search for the highest rate meeting the SLO")
 		steps        = fs.Int("find-max-steps", 8, "most runs of the --find-max search")
@@ -114,6 +116,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usage("timeout must be > 0, got %v", *timeout)
 	case *lagThreshold <= 0:
 		return usage("lag-threshold must be > 0, got %v", *lagThreshold)
+	case *maxSendLag <= 0:
+		return usage("max-send-lag must be > 0, got %v", *maxSendLag)
+	case *maxConns < 0:
+		return usage("max-conns must be >= 0, got %d", *maxConns)
 	case *findMax && *stepDur <= 0:
 		return usage("step-duration must be > 0, got %v", *stepDur)
 	case *findMax && *steps <= 0:
@@ -151,12 +157,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Rate: *rate, Duration: d, Ramp: *ramp, Warmup: *warmup, Cooldown: *cooldown,
 		Arrival: *arrivalProc, Burstiness: *burstiness, Seed: *seed,
 		MaxConcurrency: *maxConc, Concurrency: *concurrency, Timeout: *timeout, SLO: spec, Profile: *profileName,
-		LagThreshold: *lagThreshold,
+		LagThreshold: *lagThreshold, MaxConns: *maxConns, MaxSendLag: *maxSendLag,
 	}
 	if *apiKey != "" {
-		tr := bench.NewTransport()
-		defer tr.CloseIdleConnections()
-		cfg.Client = &http.Client{Transport: bearerTransport{key: *apiKey, base: tr}}
+		cfg.Header = http.Header{"Authorization": {"Bearer " + *apiKey}}
 	}
 	if f, ok := stderr.(*os.File); ok && !*quiet && term.IsTerminal(int(f.Fd())) {
 		cfg.Progress = stderr
@@ -263,16 +267,4 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runErr
 	}
 	return runVerdict(&rf, *failOnSLO)
-}
-
-// bearerTransport adds the API key to every request of the bench client.
-type bearerTransport struct {
-	key  string
-	base http.RoundTripper
-}
-
-func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.key)
-	return b.base.RoundTrip(r)
 }

@@ -17,6 +17,7 @@ const (
 	exitUsage     = 2 // bad flags or arguments; nothing was run
 	exitNoSuccess = 3 // no request completed (bench, sim run: of the steady window, in any step of a search)
 	exitSLOMissed = 4 // a goal given on the command line was not met: --fail-on-slo, sim calibrate --max-error-pct
+	exitInvalid   = 5 // invalid run: the load generator fell behind (results.invalid), whatever --fail-on-slo
 )
 
 // The other commands' exit-code tables for -h, in the same words.
@@ -43,11 +44,18 @@ const exitCodesHelp = `
 Exit codes: 0 done (and the SLO met, with --fail-on-slo); 1 error (server
 unreachable, engine would not start, run file not written, interrupted);
 2 usage error; 3 no request of the steady window completed; 4 the SLO was
-not met and --fail-on-slo was given (find-max: no rate met it).`
+not met and --fail-on-slo was given (find-max: no rate met it); 5 invalid
+run: the load generator fell behind (bench, not find-max; see "INVALID RUN").`
 
 // runVerdict turns a finished run's record into its exit status: nil, or
-// an exitError with code 3 or 4.
+// an exitError with code 3, 4 or 5.
 func runVerdict(rf *runfile.RunFile, failOnSLO bool) error {
+	// First: an invalid run says nothing about the server, not even that
+	// nothing completed. A search is not invalid as a whole (its steps
+	// are; find_max.generator_limited warns).
+	if rf.FindMax == nil && rf.Results != nil && rf.Results.Invalid {
+		return &exitError{code: exitInvalid, err: fmt.Errorf("invalid run, the load generator fell behind: %s", rf.Results.InvalidReason)}
+	}
 	if !rf.AnyCompleted() {
 		return &exitError{code: exitNoSuccess, err: errors.New("no request of the steady window completed")}
 	}

@@ -193,9 +193,7 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	bcfg := bench.Config{Scenario: sc, SLO: spec, Timeout: *timeout, Model: prof.ModelName()}
 	if *apiKey != "" {
-		tr := bench.NewTransport()
-		defer tr.CloseIdleConnections()
-		bcfg.Client = &http.Client{Transport: bearerTransport{key: *apiKey, base: tr}}
+		bcfg.Header = http.Header{"Authorization": {"Bearer " + *apiKey}}
 	}
 	// Check the load once, as a probe at the first rate would run it.
 	chk := bcfg

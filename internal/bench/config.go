@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -54,6 +55,19 @@ type Config struct {
 	// LagThreshold is the p99 send lag above which the generator is said to
 	// fall behind (default 10 ms).
 	LagThreshold time.Duration
+	// MaxConns bounds the connections to the server (and so the requests
+	// on the wire at once); 0 sizes the pool from the load: Concurrency in
+	// a closed loop, MaxConcurrency when set, else peak rate × Timeout
+	// (Little's law with the longest a request may take, so the pool never
+	// runs dry before the requests would time out anyway), clamped to
+	// [MinPool, MaxPool]. A generator without a bound dials until dialling
+	// fails and blames the server.
+	MaxConns int
+	// MaxSendLag is how late a request may leave, after its scheduled
+	// time, before the generator gives up on it (default 1 s): a request the
+	// generator could not send in time (dispatch lag, no free connection)
+	// is a generator error, not the server's, and makes the run invalid.
+	MaxSendLag time.Duration
 	// Progress, when non-nil, receives a live progress line every
 	// ProgressInterval (default 1 s). Meant for a terminal.
 	Progress         io.Writer
@@ -98,6 +112,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.LagThreshold == 0 {
 		c.LagThreshold = 10 * time.Millisecond
+	}
+	if c.MaxSendLag == 0 {
+		c.MaxSendLag = time.Second
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = c.poolSize()
 	}
 	if c.ProgressInterval == 0 {
 		c.ProgressInterval = time.Second
@@ -146,6 +166,10 @@ func (c Config) validate() error {
 		return errors.New("timeout must be > 0")
 	case c.LagThreshold < 0:
 		return errors.New("lag threshold must be >= 0")
+	case c.MaxConns < 0:
+		return errors.New("max conns must be >= 0")
+	case c.MaxSendLag < 0:
+		return errors.New("max send lag must be >= 0")
 	}
 	// A steady window without a scheduled request measures nothing: the
 	// run would end with "no request completed" as if the server had
@@ -161,6 +185,31 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// Connection-pool bounds of the automatic size (Config.MaxConns = 0).
+// MinPool covers bursts at low rates; MaxPool stays well inside a common
+// open-file limit and the ephemeral port range, which an unbounded
+// generator exhausts (issue 12: 13,589 dial errors at 12k req/s).
+const (
+	MinPool = 64
+	MaxPool = 4096
+)
+
+// poolSize is the automatic connection bound: see Config.MaxConns.
+func (c Config) poolSize() int {
+	switch {
+	case c.Concurrency > 0:
+		return c.Concurrency
+	case c.MaxConcurrency > 0:
+		return c.MaxConcurrency
+	}
+	peak := c.Rate
+	if c.Arrival != arrival.Constant {
+		peak *= 2 // Poisson and gamma arrivals bunch up
+	}
+	n := math.Ceil(peak * c.Timeout.Seconds())
+	return int(min(max(n, MinPool), MaxPool))
 }
 
 func (c Config) scheduleSpec() arrival.Spec {

@@ -47,7 +47,11 @@ func (r *runner) exchange(runCtx, ctx context.Context, w *worker, i int, o *outc
 	resp, err := r.client.Do(req)
 	if err != nil {
 		o.end = r.since()
-		r.fail(runCtx, o, ClassConnection)
+		class := ClassConnection
+		if localDialFailure(err) {
+			class = ClassGenDial // this machine's limit, not the server's
+		}
+		r.fail(runCtx, o, class)
 		return
 	}
 	defer resp.Body.Close()

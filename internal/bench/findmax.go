@@ -47,19 +47,21 @@ func (o FindMaxOptions) withDefaults() FindMaxOptions {
 func FindMax(ctx context.Context, cfg Config, opts FindMaxOptions) (FindMaxResult, error) {
 	opts = opts.withDefaults()
 	out := FindMaxResult{StepDurationS: opts.StepDuration.Seconds(), MaxSteps: opts.MaxSteps}
-	// One client and one model look-up for all steps: connections stay warm
-	// between steps and every step asks for the same model.
-	if cfg.Client == nil {
-		tr := NewTransport()
-		defer tr.CloseIdleConnections()
-		cfg.Client = &http.Client{Transport: tr}
-	}
+	// One model look-up for all steps, so every step asks for the same
+	// model. Each step has its own connection pool (Run's), sized for its
+	// rate unless a Client or MaxConns is given.
 	if cfg.Model == "" && cfg.Scenario.Model == "" {
 		d, err := cfg.withDefaults()
 		if err != nil {
 			return out, err
 		}
-		m, err := DiscoverModel(ctx, cfg.Client, d.URL, cfg.Header)
+		client := cfg.Client
+		if client == nil {
+			tr := NewPoolTransport(1)
+			defer tr.CloseIdleConnections()
+			client = &http.Client{Transport: tr}
+		}
+		m, err := DiscoverModel(ctx, client, d.URL, cfg.Header)
 		if err != nil {
 			return out, fmt.Errorf("find-max: %w", err)
 		}

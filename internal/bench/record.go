@@ -23,6 +23,7 @@ func recordConfig(c Config) runfile.Config {
 		DurationS: c.Duration.Seconds(), RampS: c.Ramp.Seconds(), WarmupS: c.Warmup.Seconds(),
 		CooldownS: c.Cooldown.Seconds(), Arrival: c.Arrival, Burstiness: c.Burstiness, Seed: c.Seed,
 		MaxConcurrency: c.MaxConcurrency, TimeoutS: c.Timeout.Seconds(), LagThresholdS: c.LagThreshold.Seconds(),
+		MaxConns: c.MaxConns, MaxSendLagS: c.MaxSendLag.Seconds(),
 	}
 	if c.Concurrency > 0 {
 		rc.Rate, rc.Arrival, rc.Burstiness = 0, arrival.ClosedLoop, 0

@@ -19,6 +19,20 @@ const (
 	ClassBadResponse      = "bad_response"      // a body or event that is not valid JSON, or a 200 stream that is not text/event-stream
 )
 
+// Generator error classes: the request never reached the server because
+// the generator could not send it. They are counted apart (generator_errors),
+// never in the server's error rate or SLO verdict, and make the run invalid.
+const (
+	ClassGenLag  = "generator_lag"  // the generator was more than MaxSendLag late to send it
+	ClassGenPool = "generator_pool" // no free connection in the pool within MaxSendLag
+	ClassGenDial = "generator_dial" // dialling failed for want of a local resource (fd, port, buffer)
+)
+
+// IsGeneratorClass reports whether an error class is the generator's own.
+func IsGeneratorClass(class string) bool {
+	return class == ClassGenLag || class == ClassGenPool || class == ClassGenDial
+}
+
 // outcome is what one request leaves behind; it lives only until recorded,
 // so memory does not grow with the number of requests.
 type outcome struct {
@@ -83,6 +97,11 @@ type recorder struct {
 	errorsAll                   map[string]int64
 	lastEnd                     time.Duration
 
+	// Requests the generator failed to send (IsGeneratorClass): in the
+	// steady window (by scheduled time) and in the whole run.
+	genErrors, genErrorsAll map[string]int64
+	genAll                  int64
+
 	// Progress: since the last snapshot.
 	winE2E *hdr.Histogram
 	winOK  int64
@@ -94,6 +113,7 @@ func newRecorder(steadyFrom, steadyTo, sloE2E time.Duration) *recorder {
 		e2e: newHist(), ttft: newHist(), tpot: newHist(), itl: newHist(),
 		lag: newHist(), winE2E: newHist(),
 		errors: map[string]int64{}, errorsAll: map[string]int64{},
+		genErrors: map[string]int64{}, genErrorsAll: map[string]int64{},
 	}
 }
 
@@ -118,6 +138,19 @@ func (r *recorder) record(o *outcome) {
 	}
 	if o.canceled {
 		r.canceled++
+		return
+	}
+	if IsGeneratorClass(o.class) {
+		// Never sent: not a request the server saw, nor part of the
+		// achieved send rate.
+		r.genAll++
+		r.genErrorsAll[o.class]++
+		if r.inWindow(o.sent) {
+			r.sentInWindow--
+		}
+		if r.inWindow(o.sched) {
+			r.genErrors[o.class]++
+		}
 		return
 	}
 	e2e := o.end - o.sched
@@ -163,6 +196,7 @@ func (r *recorder) record(o *outcome) {
 // progress is a live snapshot for the progress line.
 type progress struct {
 	sent, done, failed, inflight int64
+	genErrors                    int64
 	windowOK                     int64
 	windowP95                    time.Duration
 }
@@ -173,8 +207,9 @@ func (r *recorder) snapshot() progress {
 	defer r.mu.Unlock()
 	p := progress{
 		sent: r.sentAll, done: r.doneAll, failed: r.failedAll,
-		inflight: r.sentAll - r.doneAll - r.failedAll - r.canceled,
-		windowOK: r.winOK,
+		inflight:  r.sentAll - r.doneAll - r.failedAll - r.canceled - r.genAll,
+		genErrors: r.genAll,
+		windowOK:  r.winOK,
 	}
 	if r.winOK > 0 {
 		p.windowP95 = time.Duration(r.winE2E.ValueAtQuantile(95)) * time.Microsecond

@@ -2,6 +2,9 @@ package bench
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/llmlab/llmlab/internal/runfile"
@@ -37,7 +40,8 @@ func (r *runner) result(sched []time.Duration, stoppedAt time.Duration) Result {
 		ScheduledRate: per(scheduled),
 		AchievedRate:  per(rec.sentInWindow),
 		InputTokens:   rec.promptTokens, OutputTokens: rec.outputTokens,
-		SentTotal: rec.sentAll, CompletedTotal: rec.doneAll, FailedTotal: rec.failedAll,
+		GeneratorErrors: copyClasses(rec.genErrors), GeneratorErrorsTotal: copyClasses(rec.genErrorsAll),
+		SentTotal: rec.sentAll - rec.genAll, CompletedTotal: rec.doneAll, FailedTotal: rec.failedAll,
 		CanceledTotal: rec.canceled, ErrorsTotal: copyClasses(rec.errorsAll),
 		DurationS:    stoppedAt.Seconds(),
 		SteadyStartS: from.Seconds(), SteadyEndS: to.Seconds(), SteadyWindowS: window,
@@ -73,9 +77,41 @@ func (r *runner) result(sched []time.Duration, stoppedAt time.Duration) Result {
 		res.Warnings = append(res.Warnings, fmt.Sprintf(
 			"generator fell behind: achieved send rate %.2f/s < 95%% of scheduled %.2f/s", res.AchievedRate, res.ScheduledRate))
 	}
+	// Invalid only by requests not sent: the achieved rate above also
+	// moves with requests sent just across a window edge, which on a short
+	// run is not the generator failing to offer the load.
+	if n := sumClasses(rec.genErrors); n > 0 {
+		res.GeneratorBehind = true
+		res.Invalid = true
+		reason := fmt.Sprintf("the generator failed to send %d requests of the steady window (%s)", n, classSummary(rec.genErrors))
+		if rec.genErrors[ClassGenPool] > 0 {
+			reason += fmt.Sprintf("; all %d connections were busy: raise --max-conns", r.cfg.MaxConns)
+		}
+		res.InvalidReason = reason
+	}
 	if rec.completed == 0 {
 		res.Warnings = append(res.Warnings, "no request of the steady window completed")
 	}
-	res.SLOMet = rec.completed > 0 && r.cfg.SLO.SLO.Met(res.E2EP95, res.ErrorRate)
+	// An invalid run has no verdict: the server was not offered the load.
+	// Its own figures above leave the generator's errors out.
+	res.SLOMet = !res.Invalid && rec.completed > 0 && r.cfg.SLO.SLO.Met(res.E2EP95, res.ErrorRate)
 	return res
+}
+
+func sumClasses(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// classSummary lists classes as "a=1, b=2" in a stable order.
+func classSummary(m map[string]int64) string {
+	keys := slices.Sorted(maps.Keys(m))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }

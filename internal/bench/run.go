@@ -34,7 +34,8 @@ type runner struct {
 	url    string
 	bodies *bodyBuilder
 	rec    *recorder
-	sem    chan struct{}
+	sem    chan struct{} // --max-concurrency slots; nil: no cap
+	pool   chan struct{} // connection slots, Config.MaxConns of them
 	start  time.Time
 	wg     sync.WaitGroup
 }
@@ -56,7 +57,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	client := cfg.Client
 	if client == nil {
-		tr := NewTransport()
+		tr := NewPoolTransport(cfg.MaxConns)
 		defer tr.CloseIdleConnections()
 		client = &http.Client{Transport: tr}
 	}
@@ -87,6 +88,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.MaxConcurrency > 0 {
 		r.sem = make(chan struct{}, cfg.MaxConcurrency)
 	}
+	r.pool = make(chan struct{}, cfg.MaxConns)
 
 	progDone := make(chan struct{})
 	progStopped := make(chan struct{})
@@ -156,6 +158,13 @@ func (r *runner) dispatch(ctx context.Context, sched []time.Duration) time.Durat
 			return r.since()
 		}
 		j := job{i: i, sched: at}
+		if now := r.since(); now-at > r.cfg.MaxSendLag {
+			// Too late to be a measurement of this schedule: dropped here,
+			// at the cost of a counter, so a generator past its ceiling
+			// catches up instead of piling up goroutines.
+			r.drop(j, now, ClassGenLag)
+			continue
+		}
 		select {
 		case jobs <- j:
 		default:
@@ -176,9 +185,21 @@ func (r *runner) work(ctx context.Context, first job, jobs <-chan job) {
 	}
 }
 
+// drop records a request the generator did not send, with a generator
+// error class.
+func (r *runner) drop(j job, now time.Duration, class string) {
+	r.rec.started(j.sched, now)
+	r.rec.record(&outcome{sched: j.sched, sent: now, end: now, class: class})
+}
+
 // one sends a request and records its outcome.
 func (r *runner) one(ctx context.Context, w *worker, j job) {
 	o := outcome{sched: j.sched, sent: r.since()}
+	// A closed loop has no schedule to be late for (sched is the send).
+	if r.cfg.Concurrency == 0 && o.sent-j.sched > r.cfg.MaxSendLag {
+		r.drop(j, o.sent, ClassGenLag)
+		return
+	}
 	defer r.cfg.Requests.add(j.i, &o)
 	r.rec.started(j.sched, o.sent)
 	// The deadline runs from the scheduled time: it bounds the requests
@@ -196,7 +217,43 @@ func (r *runner) one(ctx context.Context, w *worker, j job) {
 			return
 		}
 	}
+	if !r.takeConn(ctx, reqCtx, &o) {
+		r.rec.record(&o)
+		return
+	}
+	defer func() { <-r.pool }()
 	o.itls = w.itls[:0]
 	r.exchange(ctx, reqCtx, w, j.i, &o)
 	r.rec.record(&o)
+}
+
+// takeConn takes a connection slot, waiting at most MaxSendLag from the
+// scheduled time (or from the end of a --max-concurrency wait, which is
+// the user's own cap). Without one by then the pool is too small for the
+// load: a generator error, and the request is not sent.
+func (r *runner) takeConn(runCtx, reqCtx context.Context, o *outcome) bool {
+	select {
+	case r.pool <- struct{}{}:
+		return true
+	default:
+	}
+	from := o.sched
+	if r.sem != nil {
+		from = max(from, r.since())
+	}
+	t := time.NewTimer(max(from+r.cfg.MaxSendLag-r.since(), 0))
+	defer t.Stop()
+	select {
+	case r.pool <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-reqCtx.Done():
+	}
+	o.end = r.since()
+	if runCtx.Err() != nil {
+		o.canceled = true
+	} else {
+		o.class = ClassGenPool
+	}
+	return false
 }

@@ -41,6 +41,7 @@ func (s *Server) routes() http.Handler {
 		"/":                    {http.MethodGet, s.handleStatusPage},
 		"/version":             {http.MethodGet, s.handleVersion},
 	}
+	s.addPprof(table) // opt-in profiling under /admin/ (pprof.go)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rt, ok := table[r.URL.Path]

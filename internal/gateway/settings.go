@@ -60,6 +60,9 @@ type Settings struct {
 	// scrape target for the worker's own metrics.
 	WorkerHost string
 	WorkerPort int
+	// Pprof serves Go's profiling endpoints under /admin/debug/pprof/
+	// (pprof.go); off by default.
+	Pprof bool
 }
 
 // Defaults are the settings when nothing else is given.
@@ -188,6 +191,7 @@ func (s *Settings) Knobs() []Knob {
 		{"keep_logs", "keep the per-run worker log directory on exit (it is removed when log_dir is not given)", &s.KeepLogs},
 		{"log_max_size_mb", "worker log size in MiB before it is rotated", &s.LogMaxSizeMB},
 		{"log_max_backups", "rotated worker log files kept", &s.LogMaxBackups},
+		{"pprof", "serve Go's profiling endpoints (CPU, heap, goroutines, trace) under /admin/debug/pprof/, guarded as the admin routes are", &s.Pprof},
 	}
 }
 

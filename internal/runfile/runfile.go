@@ -95,6 +95,10 @@ type Config struct {
 	MaxConcurrency int     `json:"max_concurrency"`
 	TimeoutS       float64 `json:"timeout_s"`
 	LagThresholdS  float64 `json:"lag_threshold_s"`
+	// MaxConns and MaxSendLagS: bench's connection pool and how late a
+	// request may leave before it is a generator error (0 offline).
+	MaxConns    int     `json:"max_conns,omitempty"`
+	MaxSendLagS float64 `json:"max_send_lag_s,omitempty"`
 }
 
 // Workload is the shape of every request (a bench scenario).
@@ -195,6 +199,18 @@ type Results struct {
 	PeakKVUsage        float64 `json:"peak_kv_usage,omitempty"`
 	Steps              int64   `json:"steps,omitempty"`
 	VirtualS           float64 `json:"virtual_s,omitempty"`
+
+	// GeneratorErrors counts, by class, the steady window's requests the
+	// generator failed to send (bench: generator_lag, generator_pool,
+	// generator_dial); they are in neither requests nor error_rate.
+	GeneratorErrors      map[string]int64 `json:"generator_errors"`
+	GeneratorErrorsTotal map[string]int64 `json:"generator_errors_total"`
+	// Invalid: the generator did not offer the scheduled load (it failed
+	// to send requests of the steady window: GeneratorErrors), so the run
+	// measures the generator, not the server; slo_met is then false and
+	// InvalidReason says why.
+	Invalid       bool   `json:"invalid"`
+	InvalidReason string `json:"invalid_reason,omitempty"`
 
 	SLOMet          bool     `json:"slo_met"`
 	GeneratorBehind bool     `json:"generator_behind"`

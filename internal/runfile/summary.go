@@ -71,12 +71,21 @@ func writeResult(tw *tabwriter.Writer, rf RunFile) {
 	if r.CanceledTotal > 0 {
 		fmt.Fprintf(tw, "canceled  %d (run interrupted)\n", r.CanceledTotal)
 	}
+	if len(r.GeneratorErrorsTotal) > 0 {
+		fmt.Fprintf(tw, "generator errors (not sent; not the server's, not in the error rate)  %s\n", classList(r.GeneratorErrorsTotal))
+	}
 	verdict := "NOT MET"
 	if r.SLOMet {
 		verdict = "MET"
 	}
+	if r.Invalid {
+		verdict = "NOT JUDGED (invalid run)"
+	}
 	fmt.Fprintf(tw, "\nSLO (p95 e2e ≤ %.3gs, error rate ≤ %.3g%%): %s — p95 %.3fs, error rate %.3f%%\n",
 		rf.SLO.P95E2ESeconds, 100*rf.SLO.MaxErrorRate, verdict, r.E2EP95, 100*r.ErrorRate)
+	if r.Invalid {
+		fmt.Fprintf(tw, "INVALID RUN: the generator fell behind, so this measures the load generator, not the server: %s\n", r.InvalidReason)
+	}
 	for _, w := range r.Warnings {
 		fmt.Fprintf(tw, "WARNING: %s\n", w)
 	}
@@ -94,6 +103,8 @@ func writeFindMax(tw *tabwriter.Writer, rf RunFile) {
 			v = "pass"
 		case r.Interrupted:
 			v = "interrupted" // neither pass nor fail: the search did not use it
+		case r.Invalid:
+			v = "fail (invalid: generator behind)"
 		case r.GeneratorBehind:
 			v = "fail (generator behind)"
 		}

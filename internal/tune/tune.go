@@ -394,13 +394,8 @@ func (t *Tuner) measure(ctx context.Context, i int) error {
 	base.Duration = time.Duration(set.ProbeDurationS * float64(time.Second))
 	base.Ramp = min(base.Duration/10, 30*time.Second)
 	base.Warmup = base.Ramp
-	client := base.Client
-	if client == nil {
-		tr := bench.NewTransport()
-		defer tr.CloseIdleConnections()
-		client = &http.Client{Transport: tr}
-	}
-	base.Client = client
+	// base.Client stays as given: nil lets every probe size its own bounded
+	// connection pool from its rate, as bench's find-max does.
 	if base.Model == "" {
 		base.Model = prof.ModelName()
 	}

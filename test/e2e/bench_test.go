@@ -138,6 +138,8 @@ func TestBenchUsageAndConnectionErrors(t *testing.T) {
 		{"--rate", "0.05", "--duration", "10s"}, // no request in the steady window
 		{"--timeout", "0s"},                     // not silently the 60 s default
 		{"--lag-threshold", "0s"},
+		{"--max-send-lag", "0s"},
+		{"--max-conns", "-1"},
 		{"--burstiness", "0.5"}, // would be ignored: constant arrivals
 		{"--arrival", "poisson", "--burstiness", "0.5"},
 		{"--url", "127.0.0.1:8080"},
@@ -230,5 +232,31 @@ func TestBenchJSONClosedLoopAndFailOnSLO(t *testing.T) {
 	}
 	if code, _, stderr := runSplit(t, append(args, "--fail-on-slo")...); code != 4 || !strings.Contains(stderr, "fail-on-slo") {
 		t.Errorf("missed SLO with --fail-on-slo: exit %d, want 4\n%s", code, stderr)
+	}
+}
+
+// A generator that falls behind (here: it may never be late, so it sends
+// nothing) makes the run invalid: exit 5, the summary says so, and the run
+// file counts generator errors apart from the server's errors.
+func TestBenchInvalidRunExit5(t *testing.T) {
+	url := startSim(t)
+	out := filepath.Join(t.TempDir(), "invalid.json")
+	p := start(t, "bench", "--url", url, "--out", out, "--rate", "5", "--duration", "2s", "--ramp", "0s",
+		"--max-send-lag", "1ns", "--fail-on-slo")
+	if code := p.wait(t, 30*time.Second); code != 5 || !strings.Contains(p.out.String(), "INVALID RUN") {
+		t.Fatalf("exit %d, want 5 with INVALID RUN:\n%s", code, p.out.String())
+	}
+	rf, err := runfile.Read(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rf.Results
+	if !r.Invalid || r.SLOMet || r.GeneratorErrors[bench.ClassGenLag] != 10 || r.Failed != 0 || r.ErrorRate != 0 {
+		t.Errorf("invalid %v slo_met %v generator errors %v failed %d error rate %v",
+			r.Invalid, r.SLOMet, r.GeneratorErrors, r.Failed, r.ErrorRate)
+	}
+	// 5 req/s × the 60 s timeout.
+	if rf.Config.MaxConns != 300 || rf.Config.MaxSendLagS != 1e-9 {
+		t.Errorf("config max_conns %d max_send_lag_s %v", rf.Config.MaxConns, rf.Config.MaxSendLagS)
 	}
 }
