@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/testsupport"
 	"go.uber.org/goleak"
 )
 
@@ -424,29 +425,11 @@ func TestCrashKillsWorkersChildren(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the supervisor's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // A worker that exits while draining ends its drain: the drain must not go
 // on waiting for the leases of the next worker and then signal a process
 // group that is gone.
 func TestDrainEndsWhenItsWorkerExits(t *testing.T) {
-	var logs syncBuffer
+	var logs testsupport.SyncBuffer
 	s := newSup(t, "ok", func(c *Config) {
 		c.DrainTimeout = 300 * time.Millisecond
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/testsupport"
 	oai "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 )
@@ -623,25 +624,13 @@ func TestServeOverheadVsDirect(t *testing.T) {
 		ns, pct(dl, .5), pct(gl, .5), pct(gt, .5)-pct(dt, .5), (pct(gl, .5)-pct(dl, .5))/200)
 
 	rate := func(base, body string, conc int, dur time.Duration) (reqs, events float64) {
-		var mu sync.Mutex
-		var nr, ne int
-		stop := time.Now().Add(dur)
-		var wg sync.WaitGroup
-		for range conc {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Now().Before(stop) {
-					_, _, ev := do(base, body)
-					mu.Lock()
-					nr++
-					ne += ev
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		return float64(nr) / dur.Seconds(), float64(ne) / dur.Seconds()
+		var ne atomic.Int64
+		nr, _ := testsupport.ClosedLoop(context.Background(), conc, dur, func(context.Context) error {
+			_, _, ev := do(base, body)
+			ne.Add(int64(ev))
+			return nil
+		})
+		return float64(nr) / dur.Seconds(), float64(ne.Load()) / dur.Seconds()
 	}
 	streamShort := `{"model":"` + serveModel + `","prompt":"hello","max_tokens":64,"ignore_eos":true,"stream":true}`
 	for _, c := range []struct {
