@@ -14,6 +14,7 @@ package admission
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -35,7 +36,7 @@ type Rejection struct {
 func (r *Rejection) Error() string {
 	switch r.Reason {
 	case ReasonDeadline:
-		return fmt.Sprintf("rejected at arrival: predicted latency %.2f s (queue wait + service time, from the last completions) exceeds the deadline of %.2f s; retry later",
+		return fmt.Sprintf("rejected at arrival: predicted latency %.2f s (queue wait + service time, from the last completions) would not meet the deadline of %.2f s; retry later",
 			r.Predicted.Seconds(), r.Budget.Seconds())
 	case ReasonShed:
 		return "rejected at arrival: overloaded (degradation tier 4 sheds every request that would wait); retry later"
@@ -50,6 +51,11 @@ type Policy struct {
 	SLO time.Duration
 	// Deadline turns deadline-aware early rejection on.
 	Deadline bool
+	// Headroom is the fraction of the budget a prediction may use (0:
+	// 0.9). The prediction is a central estimate (the mean wait at the
+	// measured rate plus the p95 service time) while the target is a p95,
+	// so it must leave room for the spread of the wait.
+	Headroom float64
 	// MaxRetryAfter clamps the Retry-After (default 60 s).
 	MaxRetryAfter time.Duration
 	Meter         *Meter
@@ -58,30 +64,89 @@ type Policy struct {
 // Load is the dispatcher's state at a request's arrival.
 type Load struct {
 	Depth, InFlight, MaxInFlight int
+	// Granted holds when each request in flight got its place (nil: not
+	// known; the prediction then uses the completion rate alone).
+	Granted []time.Time
 }
 
 // waits reports whether a request arriving now would queue.
 func (l Load) waits() bool { return l.Depth > 0 || l.InFlight >= l.MaxInFlight }
 
 // Predict is a new request's expected end-to-end time, and whether there
-// were measurements to predict from. Wait: its place in line divided by the
-// measured completion rate (requests leave the queue as fast as they
-// finish); service: the recent p95 of the time from a place to the answer.
-// Both come from the last Window of completions; with none, nothing is
-// predicted (the bounded queue and the ladder still act).
+// were measurements to predict from. It replays the dispatcher with the
+// measured service times: every place frees when its request is expected
+// to end (its grant + the recent median service time, or now if overdue),
+// the requests ahead take the places in FIFO order, and the new request's
+// own service is the recent p95. Without grant times it falls back to
+// the drain rate: (depth + 1) ÷ completions per second. Both come from the
+// last Window of completions; with none, nothing is predicted (the bounded
+// queue and the ladder still act).
 func (p *Policy) Predict(now time.Time, l Load) (time.Duration, bool) {
 	snap := p.Meter.Snapshot(now)
 	if snap.Completions == 0 {
 		return 0, false
 	}
-	var wait time.Duration
-	if l.waits() {
+	if !l.waits() {
+		return snap.ServiceP95, true
+	}
+	if len(l.Granted) == 0 || l.MaxInFlight <= 0 {
 		if snap.Rate <= 0 {
 			return 0, false
 		}
-		wait = time.Duration(float64(l.Depth+1) / snap.Rate * float64(time.Second))
+		return time.Duration(float64(l.Depth+1)/snap.Rate*float64(time.Second)) + snap.ServiceP95, true
 	}
-	return wait + snap.ServiceP95, true
+	return startAt(now, l, snap.ServiceP50).Sub(now) + snap.ServiceP95, true
+}
+
+// startAt is when a request that arrives now behind l.Depth others gets a
+// place, if each place frees after a service time of svc.
+func startAt(now time.Time, l Load, svc time.Duration) time.Time {
+	free := make([]time.Time, 0, max(l.MaxInFlight, len(l.Granted)))
+	for _, g := range l.Granted {
+		free = append(free, later(g.Add(svc), now))
+	}
+	for len(free) < l.MaxInFlight {
+		free = append(free, now)
+	}
+	slices.SortFunc(free, func(a, b time.Time) int { return a.Compare(b) })
+	// A lowered limit leaves more requests in flight than places: the
+	// extra ones free nothing.
+	free = free[len(free)-l.MaxInFlight:]
+	h := timeHeap(free)
+	for range l.Depth {
+		t := h[0]
+		h[0] = t.Add(svc)
+		h.down()
+	}
+	return h[0]
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// timeHeap is a min-heap of times (sorted input is a valid heap).
+type timeHeap []time.Time
+
+func (h timeHeap) down() {
+	i := 0
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(h) && h[l].Before(h[m]) {
+			m = l
+		}
+		if r < len(h) && h[r].Before(h[m]) {
+			m = r
+		}
+		if m == i {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
 }
 
 // Check admits or refuses a request at arrival. deadline is the client's
@@ -100,8 +165,12 @@ func (p *Policy) Check(now time.Time, l Load, deadline time.Duration, shed bool)
 	if budget <= 0 {
 		return nil
 	}
+	h := p.Headroom
+	if h <= 0 || h > 1 {
+		h = 0.9
+	}
 	pred, ok := p.Predict(now, l)
-	if ok && pred > budget {
+	if ok && pred > time.Duration(h*float64(budget)) {
 		return &Rejection{Reason: ReasonDeadline, Predicted: pred, Budget: budget}
 	}
 	return nil

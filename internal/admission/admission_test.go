@@ -56,7 +56,7 @@ func TestRetryAfterFollowsDrainRate(t *testing.T) {
 
 func TestDeadlineAwareRejection(t *testing.T) {
 	m := NewMeter(t0, 10*time.Second, 0, 1024)
-	p := &Policy{Meter: m, SLO: 5 * time.Second, Deadline: true}
+	p := &Policy{Meter: m, SLO: 5 * time.Second, Deadline: true, Headroom: 1}
 	now := t0.Add(time.Minute)
 	busy := Load{Depth: 9, InFlight: 4, MaxInFlight: 4}
 	if err := p.Check(now, busy, 0, false); err != nil {
@@ -89,6 +89,17 @@ func TestDeadlineAwareRejection(t *testing.T) {
 	if err := p.Check(now, busy, 0, false); err != nil {
 		t.Fatalf("check off: %v", err)
 	}
+	// The default headroom (0.9) keeps a tenth of the budget for the
+	// wait's spread: 4 s predicted against 5 × 0.9 = 4.5 s passes, 5 s
+	// does not.
+	p.Deadline, p.Headroom = true, 0
+	if err := p.Check(now, Load{Depth: 3, InFlight: 4, MaxInFlight: 4}, 0, false); err != nil {
+		t.Fatalf("headroom: %v", err)
+	}
+	if err := p.Check(now, Load{Depth: 5, InFlight: 4, MaxInFlight: 4}, 0, false); err == nil {
+		t.Fatal("5 s predicted must not pass a 4.5 s allowance")
+	}
+	p.Deadline = false
 	// Shedding refuses whatever would wait, and nothing else.
 	if err := p.Check(now, busy, 0, true); !errors.As(err, &rej) || rej.Reason != ReasonShed {
 		t.Fatalf("shed: %v", err)
@@ -173,5 +184,42 @@ func TestGuardStaysWithinBounds(t *testing.T) {
 	}
 	if len(seen) < 3 {
 		t.Fatalf("the window should shrink in steps: %v", seen)
+	}
+}
+
+// With the grant times of the requests in flight, the prediction replays
+// the places: each frees at its grant + the median service time.
+func TestPredictReplaysThePlaces(t *testing.T) {
+	m := NewMeter(t0, 10*time.Second, 0, 1024)
+	p := &Policy{Meter: m, SLO: 5 * time.Second, Deadline: true, Headroom: 1}
+	now := t0.Add(time.Minute)
+	fill(m, now, 20, 10*time.Second, 0, 2*time.Second)
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	granted := []time.Time{ago(time.Second), ago(time.Second), ago(500 * time.Millisecond), ago(100 * time.Millisecond)}
+	for _, c := range []struct {
+		depth int
+		want  time.Duration
+	}{
+		{0, 3 * time.Second},         // first place frees in 1 s
+		{2, 3500 * time.Millisecond}, // the third frees in 1.5 s
+		{4, 5 * time.Second},         // a second round: 1 s + 2 s
+		{5, 5 * time.Second},         // the other place freed at 1 s
+		{6, 5500 * time.Millisecond}, // then 1.5 s + 2 s
+		{8, 7 * time.Second},         // third round
+	} {
+		got, ok := p.Predict(now, Load{Depth: c.depth, InFlight: 4, MaxInFlight: 4, Granted: granted})
+		if !ok || got != c.want {
+			t.Errorf("depth %d: predicted %s, want %s", c.depth, got, c.want)
+		}
+	}
+	// Overdue requests free their places now.
+	old := []time.Time{ago(5 * time.Second), ago(5 * time.Second)}
+	if got, _ := p.Predict(now, Load{Depth: 1, InFlight: 2, MaxInFlight: 2, Granted: old}); got != 2*time.Second {
+		t.Errorf("overdue: %s, want 2s", got)
+	}
+	// A lowered limit: 4 in flight, 2 places; the 2 latest-ending free
+	// the places.
+	if got, _ := p.Predict(now, Load{Depth: 0, InFlight: 4, MaxInFlight: 2, Granted: granted}); got != 3500*time.Millisecond {
+		t.Errorf("lowered limit: %s, want 3.5s", got)
 	}
 }

@@ -39,6 +39,7 @@ type Signals struct {
 	P95       time.Duration // end-to-end p95 of the window's completions
 	WaitP95   time.Duration // queue wait p95
 	Samples   int           // completions in the window
+	Busy      bool          // requests queued or in flight now
 	KVUsage   float64       // vllm:kv_cache_usage_perc, 0–1 (-1: unknown)
 	Waiting   float64       // vllm:num_requests_waiting (-1: unknown)
 	Preempted float64       // increase of vllm:num_preemptions_total since the last tick
@@ -197,6 +198,9 @@ func (l *Ladder) hot(s Signals) (bool, string) {
 
 // cool reports calm: every signal well under its pressure mark.
 func (l *Ladder) cool(s Signals) bool {
+	if s.Samples == 0 && s.Busy {
+		return false // no completion yet, but work under way: no evidence of calm
+	}
 	slo := s.SLO.Seconds()
 	if s.Samples > 0 && slo > 0 && (s.P95.Seconds() >= l.cfg.Cool*slo || s.WaitP95.Seconds() >= 0.2*slo) {
 		return false

@@ -134,3 +134,22 @@ func TestLadderWorkerSignals(t *testing.T) {
 		t.Fatalf("force: %+v", ch)
 	}
 }
+
+func TestLadderNoCompletionsWhileBusyIsNotCalm(t *testing.T) {
+	now := t0
+	l := NewLadder(now, LadderConfig{UpAfter: time.Second, DownAfter: 3 * time.Second, Cooldown: time.Second})
+	drive(l, &now, 5*time.Second, hotSig())
+	if l.Tier() == 0 {
+		t.Fatal("no rise")
+	}
+	tier := l.Tier()
+	// Long requests in flight, none finished in the window: hold.
+	if c := drive(l, &now, time.Minute, Signals{SLO: 5 * time.Second, Busy: true, KVUsage: -1, Waiting: -1}); len(c) != 0 {
+		t.Fatalf("an empty window with work under way moved the ladder: %v", c)
+	}
+	// Idle: calm.
+	drive(l, &now, time.Minute, Signals{SLO: 5 * time.Second, KVUsage: -1, Waiting: -1})
+	if l.Tier() >= tier {
+		t.Fatalf("idle did not lower the tier from %d", tier)
+	}
+}

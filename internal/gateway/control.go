@@ -58,6 +58,11 @@ type control struct {
 	restarts      sync.WaitGroup
 	restarting    atomic.Bool
 
+	// held is when each request in flight got its place, for the
+	// deadline prediction.
+	heldMu sync.Mutex
+	held   map[*place]time.Time
+
 	rejected  *prometheus.CounterVec
 	tierGauge prometheus.Gauge
 	windowG   prometheus.Gauge
@@ -71,6 +76,7 @@ func newControl(s *Server, slo time.Duration, baseInFlight int) *control {
 		s: s, slo: slo, base: s.prof.EngineArgs, baseInFlight: baseInFlight,
 		meter:       admission.NewMeter(now, set.AdmissionWindow, 200*time.Millisecond, 4096),
 		lastPreempt: -1,
+		held:        map[*place]time.Time{},
 		scrape:      &http.Client{Timeout: time.Second},
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmlab_rejected_total",
@@ -85,7 +91,7 @@ func newControl(s *Server, slo time.Duration, baseInFlight int) *control {
 			Help: "Current micro-batching window after the guardrail (0: off).",
 		}),
 	}
-	c.policy = &admission.Policy{SLO: slo, Deadline: set.DeadlineAdmission, MaxRetryAfter: set.MaxRetryAfter, Meter: c.meter}
+	c.policy = &admission.Policy{SLO: slo, Deadline: set.DeadlineAdmission, Headroom: set.AdmissionHeadroom, MaxRetryAfter: set.MaxRetryAfter, Meter: c.meter}
 	c.ladder = admission.NewLadder(now, admission.LadderConfig{
 		MaxTier: admission.Tier(set.DegradeMaxTier), UpAfter: set.DegradeUpAfter, DownAfter: set.DegradeDownAfter,
 		Cooldown: set.DegradeCooldown,
@@ -106,6 +112,35 @@ func (c *control) tier() admission.Tier { return admission.Tier(c.tierNow.Load()
 
 // tier is the active degradation tier.
 func (s *Server) tier() admission.Tier { return s.ctl.tier() }
+
+func (c *control) hold(p *place) {
+	c.heldMu.Lock()
+	c.held[p] = p.granted
+	c.heldMu.Unlock()
+}
+
+func (c *control) unhold(p *place) {
+	c.heldMu.Lock()
+	delete(c.held, p)
+	c.heldMu.Unlock()
+}
+
+// load is the dispatcher's state for the admission policy; with grants,
+// also when each request in flight got its place (only a prediction
+// needs them, and only when the new request would wait).
+func (c *control) load(grants bool) admission.Load {
+	depth, inFlight := c.s.disp.Stats()
+	l := admission.Load{Depth: depth, InFlight: inFlight, MaxInFlight: c.s.disp.MaxInFlight()}
+	if grants && (depth > 0 || inFlight >= l.MaxInFlight) {
+		c.heldMu.Lock()
+		l.Granted = make([]time.Time, 0, len(c.held))
+		for _, t := range c.held {
+			l.Granted = append(l.Granted, t)
+		}
+		c.heldMu.Unlock()
+	}
+	return l
+}
 
 // served records a request that got the worker's answer.
 func (c *control) served(p *place, code int) {
@@ -212,7 +247,9 @@ func (c *control) run(ctx context.Context, every time.Duration) {
 // tick reads the signals and moves the ladder and the window.
 func (c *control) tick(ctx context.Context, now time.Time) {
 	snap := c.meter.Snapshot(now)
-	sig := admission.Signals{SLO: c.slo, P95: snap.E2EP95, WaitP95: snap.WaitP95, Samples: snap.Completions, KVUsage: -1, Waiting: -1}
+	depth, inFlight := c.s.disp.Stats()
+	sig := admission.Signals{SLO: c.slo, P95: snap.E2EP95, WaitP95: snap.WaitP95, Samples: snap.Completions,
+		Busy: depth+inFlight > 0, KVUsage: -1, Waiting: -1}
 	if c.s.set.Degrade || c.s.set.BatchWindow > 0 {
 		c.workerSignals(ctx, &sig)
 	}
@@ -350,8 +387,7 @@ type overloadStatus struct {
 func (c *control) status() overloadStatus {
 	now := time.Now()
 	snap := c.meter.Snapshot(now)
-	depth, in := c.s.disp.Stats()
-	pred, _ := c.policy.Predict(now, admission.Load{Depth: depth, InFlight: in, MaxInFlight: c.s.disp.MaxInFlight()})
+	pred, _ := c.policy.Predict(now, c.load(true))
 	c.mu.Lock()
 	kv := c.signals.KVUsage
 	c.mu.Unlock()

@@ -52,9 +52,11 @@ type place struct {
 	queued  time.Duration // waiting for a slot
 	held    time.Duration // waiting for a READY worker
 	granted time.Time     // when it held both
+	ctl     *control
 }
 
 func (p *place) done() {
+	p.ctl.unhold(p)
 	if p.lease != nil {
 		p.lease.Release()
 	}
@@ -67,9 +69,8 @@ func (p *place) done() {
 // ColdStartTimeout and by the client staying connected: a client that
 // leaves frees its place at once.
 func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) {
-	p := &place{start: time.Now()}
-	depth, inFlight := s.disp.Stats()
-	load := admission.Load{Depth: depth, InFlight: inFlight, MaxInFlight: s.disp.MaxInFlight()}
+	p := &place{start: time.Now(), ctl: s.ctl}
+	load := s.ctl.load(deadline > 0 || s.set.DeadlineAdmission)
 	if err := s.ctl.policy.Check(p.start, load, deadline, s.ctl.tier() >= admission.TierShed); err != nil {
 		return nil, err
 	}
@@ -94,6 +95,7 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 		return nil, &stageError{"waiting for worker", err}
 	}
 	p.release, p.lease, p.granted = rel, lease, time.Now()
+	s.ctl.hold(p)
 	return p, nil
 }
 

@@ -65,6 +65,7 @@ type Settings struct {
 	QueueMaxFrom        string        // tune file whose suggested_queue_max sets QueueMax
 	SLOSeconds          float64       // end-to-end objective for admission and the ladder; 0: configs/slo.yaml
 	DeadlineAdmission   bool          // refuse at arrival what is predicted to finish past the SLO
+	AdmissionHeadroom   float64       // fraction of the SLO a prediction may use
 	MaxRetryAfter       time.Duration // clamp of a 429's Retry-After
 	AdmissionWindow     time.Duration // window of completions the predictions and the ladder read
 	Degrade             bool          // the degradation ladder
@@ -107,6 +108,7 @@ func Defaults() Settings {
 		LogMaxBackups:        5,
 		WorkerHost:           "127.0.0.1",
 		MaxRetryAfter:        time.Minute,
+		AdmissionHeadroom:    0.9,
 		AdmissionWindow:      30 * time.Second,
 		DegradeMaxTier:       4,
 		DegradeUpAfter:       5 * time.Second,
@@ -219,6 +221,7 @@ func (s *Settings) Knobs() []Knob {
 		{"queue_max_from", "tune file (experiments/tunes/*.json) whose top-level suggested_queue_max sets queue_max (it wins over queue_max)", &s.QueueMaxFrom},
 		{"slo_seconds", "end-to-end latency objective for admission and the ladder (0: p95_e2e_seconds of configs/slo.yaml)", &s.SLOSeconds},
 		{"deadline_admission", "refuse at arrival (429, reason deadline) a request predicted, from the last completions, to finish after the SLO; a client's X-LLMLab-Deadline header is honoured either way", &s.DeadlineAdmission},
+		{"admission_headroom", "fraction of the SLO (or the client's deadline) a predicted latency may use before deadline-aware admission refuses (the prediction is a central estimate, the SLO a p95)", &s.AdmissionHeadroom},
 		{"max_retry_after", "largest Retry-After of a 429 (it is the queue's drain time at the measured completion rate)", &s.MaxRetryAfter},
 		{"admission_window", "window of recent completions that the drain rate, the predictions and the ladder read", &s.AdmissionWindow},
 		{"degrade", "turn the degradation ladder on (tiers 1 clamp max_tokens, 2 max_model_len, 3 max_num_seqs, 4 shed)", &s.Degrade},
@@ -394,6 +397,9 @@ func (s *Settings) Validate() error {
 	}
 	if s.DegradeMaxTier < 0 || s.DegradeMaxTier > 4 {
 		errs = append(errs, fmt.Errorf("degrade_max_tier %d out of range [0, 4]", s.DegradeMaxTier))
+	}
+	if s.AdmissionHeadroom <= 0 || s.AdmissionHeadroom > 1 {
+		errs = append(errs, fmt.Errorf("admission_headroom %v out of range (0, 1]", s.AdmissionHeadroom))
 	}
 	if s.SLOSeconds < 0 || s.ClampMaxTokens < 0 || s.DegradedMaxModelLen < 0 {
 		errs = append(errs, errors.New("slo_seconds, clamp_max_tokens and degraded_max_model_len must be >= 0"))
