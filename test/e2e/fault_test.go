@@ -174,6 +174,15 @@ func TestFaultWorkerSIGKILLMidStream(t *testing.T) {
 		ty.fire(func() outcome { return exchange(ctx, base, "/v1/completions", longStream) })
 	}
 	waitInFlight(t, base, 6)
+	// Mid-stream: every stream has its first event (the worker answers a
+	// stream's headers with its first token).
+	deadline0 := time.Now().Add(20 * time.Second)
+	for metric(t, base+"/metrics", `llmlab_time_to_first_token_seconds_count{route="/v1/completions"}`) < 6 {
+		if time.Now().After(deadline0) {
+			t.Fatal("streams never began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := syscall.Kill(getStatus(t, base).Worker.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +214,7 @@ model: Qwen/Qwen2.5-0.5B-Instruct
 served_model_name: qwen2.5-0.5b-instruct
 engine_args:
   max_model_len: 512
+  gpu_memory_utilization: 0.35
   max_num_seqs: 256
   max_num_batched_tokens: 16384
 `)
