@@ -221,13 +221,23 @@ func (c *control) engineFor(t admission.Tier) profile.EngineArgs {
 	return a
 }
 
-// inFlightFor is the dispatcher's limit at tier t: half at tier 3, at
-// once, as the worker's max_num_seqs will be.
-func (c *control) inFlightFor(t admission.Tier) int {
-	if t >= admission.TierFewerSeqs {
-		return max(1, c.baseInFlight/2)
+// inFlightFor is the dispatcher's limit for a worker started with args:
+// never more places than the engine's seats, so lowering max_num_seqs
+// (tier 3) moves no queue into the engine. It changes when such a worker
+// starts, not before: halving the places of a worker that still has all
+// its seats would only cut its throughput.
+func (c *control) inFlightFor(args profile.EngineArgs) int {
+	if args.MaxNumSeqs >= c.base.MaxNumSeqs {
+		return c.baseInFlight // as configured, whatever it is
 	}
-	return c.baseInFlight
+	return max(1, min(c.baseInFlight, args.MaxNumSeqs))
+}
+
+// started is called with the engine arguments of every worker start.
+func (c *control) started(a profile.EngineArgs) {
+	c.running.Store(&a)
+	c.s.disp.SetMaxInFlight(c.inFlightFor(a))
+	c.s.metrics.InFlightCapacity.Set(float64(c.s.disp.MaxInFlight()))
 }
 
 // run ticks until ctx is done.
@@ -291,8 +301,6 @@ func (c *control) apply(ch admission.Change) {
 	c.tierGauge.Set(float64(ch.To))
 	args := c.engineFor(ch.To)
 	c.next.Store(&args)
-	c.s.disp.SetMaxInFlight(c.inFlightFor(ch.To))
-	c.s.metrics.InFlightCapacity.Set(float64(c.s.disp.MaxInFlight()))
 	engine := "unchanged"
 	running := c.running.Load()
 	if running != nil && *running != args {

@@ -84,21 +84,26 @@ func TestTiersClampAndShed(t *testing.T) {
 	}
 }
 
-// Tier 3 halves the in-flight limit at once; tiers 2-3 change the engine
-// arguments of the next start.
+// Tiers 2-3 change the engine arguments of the next start; the in-flight
+// limit follows the seats of the worker actually started.
 func TestTierEngineArguments(t *testing.T) {
 	f := newFakeWorker(t)
-	s, _ := newGateway(t, f.ts.URL, func(set *Settings) { set.MaxInFlight = 8 })
+	s, _ := newGateway(t, f.ts.URL, func(set *Settings) { set.MaxInFlight = 3 })
 	s.ctl.setTier(admission.TierFewerSeqs)
-	if s.disp.MaxInFlight() != 4 {
-		t.Fatalf("in-flight limit %d at tier 3, want 4", s.disp.MaxInFlight())
-	}
 	next := *s.ctl.next.Load()
 	if next.MaxModelLen != 448 || next.MaxNumSeqs != 2 {
 		t.Fatalf("next engine args %+v, want max_model_len 448, max_num_seqs 2", next)
 	}
+	if s.disp.MaxInFlight() != 3 {
+		t.Fatalf("in-flight limit %d before the worker restarted, want 3", s.disp.MaxInFlight())
+	}
+	s.ctl.started(next)
+	if s.disp.MaxInFlight() != 2 {
+		t.Fatalf("in-flight limit %d with a 2-seat worker, want 2", s.disp.MaxInFlight())
+	}
 	s.ctl.setTier(admission.TierNormal)
-	if s.disp.MaxInFlight() != 8 || *s.ctl.next.Load() != testProfile("").EngineArgs {
+	s.ctl.started(*s.ctl.next.Load())
+	if s.disp.MaxInFlight() != 3 || *s.ctl.next.Load() != testProfile("").EngineArgs {
 		t.Fatal("tier 0 did not restore the limits")
 	}
 	// The sim's command line follows the tier.

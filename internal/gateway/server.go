@@ -163,7 +163,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 	s.ctl = newControl(s, slo, maxInFlight)
 	next = func() profile.EngineArgs {
 		a := *s.ctl.next.Load()
-		s.ctl.running.Store(&a)
+		s.ctl.started(a)
 		return a
 	}
 	m.QueueCapacity.Set(float64(s.disp.QueueCap()))
