@@ -156,6 +156,13 @@ func (p *Policy) Check(now time.Time, l Load, deadline time.Duration, shed bool)
 	if shed && l.waits() {
 		return &Rejection{Reason: ReasonShed}
 	}
+	if !l.waits() {
+		// A free place: no wait to predict. A service time beyond the
+		// budget is the worker's state, for the ladder; refusing here
+		// would only leave the place idle (the first A/B lost all its
+		// goodput that way).
+		return nil
+	}
 	budget := p.SLO
 	if deadline > 0 {
 		budget = deadline

@@ -81,8 +81,12 @@ func TestDeadlineAwareRejection(t *testing.T) {
 	if err := p.Check(now, busy, 10*time.Second, false); err != nil {
 		t.Fatalf("client deadline 10 s: %v", err)
 	}
-	if err := p.Check(now, Load{InFlight: 1, MaxInFlight: 4}, time.Second, false); err == nil {
-		t.Fatal("client deadline 1 s under a 2 s service time must be refused")
+	if err := p.Check(now, Load{Depth: 1, InFlight: 4, MaxInFlight: 4}, time.Second, false); err == nil {
+		t.Fatal("client deadline 1 s behind a queue must be refused")
+	}
+	// A free place is never refused for its deadline: nothing waits.
+	if err := p.Check(now, Load{InFlight: 1, MaxInFlight: 4}, time.Second, false); err != nil {
+		t.Fatalf("free place, short deadline: %v", err)
 	}
 	// With the SLO check off only a client's deadline counts.
 	p.Deadline = false
