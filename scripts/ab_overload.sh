@@ -12,7 +12,8 @@
 # files, default a temporary directory), OVERLOAD_ARGS (extra `llmlab
 # serve` flags of the overload runs, default --max-in-flight 24: deadline
 # admission can only bound a wait it sees, in the gateway's queue, so the
-# places must be about the knee's concurrency; docs/admission.md).
+# places must be about the knee's concurrency; docs/admission.md),
+# POLICIES (overload variants, default "off ladder deadline both").
 # Exit codes: 0 done, 1 a run failed to start or write its file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,7 +91,7 @@ if [[ $what == ladder || $what == all ]]; then
   header "policy · rate"
   for f in 2 3; do
     rate=$(awk -v k="$KNEE" -v f="$f" 'BEGIN{printf "%.2f", k*f}')
-    for policy in off ladder deadline both; do
+    for policy in ${POLICIES:-off ladder deadline both}; do
       args=("${OVERLOAD_ARGS[@]}")
       case $policy in
         ladder) args+=(--degrade --degrade-up-after 2s --degrade-cooldown 3s) ;;
