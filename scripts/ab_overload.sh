@@ -43,13 +43,13 @@ serve() {
   curl -sf "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' -d '{"prompt":"hi","max_tokens":4}' >/dev/null
 }
 
-# bench NAME RATE ARRIVAL: one run; prints a table row's figures.
+# bench NAME RATE ARRIVAL SEED: one run; prints a table row's figures.
 bench() {
-  local name=$1 rate=$2 arrival=$3 f="$OUT/$1.json" extra=()
+  local name=$1 rate=$2 arrival=$3 seed=${4:-1} f="$OUT/$1.json" extra=()
   [[ $arrival == gamma ]] && extra=(--arrival gamma --burstiness 0.111) # shape 1/9: CV = 1/sqrt(shape) = 3
   [[ $arrival == constant ]] && extra=(--arrival constant)
   "$bin" bench --url "http://127.0.0.1:$port" --rate "$rate" --duration "$DURATION" --ramp 1s --warmup "$WARMUP" \
-    --quiet --out "$f" "${extra[@]}" >/dev/null 2>&1 || true
+    --seed "$seed" --quiet --out "$f" "${extra[@]}" >/dev/null 2>&1 || true
   [[ -s $f ]] || { echo "run $name wrote no file" >&2; exit 1; }
   jq -r '.results | [ (.rps|.*100|round/100), (.e2e_p50_s|.*100|round/100), (.e2e_p95_s|.*100|round/100),
     (.ttft_p50_s*1000|round), (.goodput_rps|.*100|round/100), .completed, .failed ] | @tsv' "$f"
@@ -78,7 +78,7 @@ if [[ $what == window || $what == all ]]; then
     for arrival in constant gamma; do
       for f in 0.7 1.0 1.3; do
         rate=$(awk -v k="$KNEE" -v f="$f" 'BEGIN{printf "%.2f", k*f}')
-        for r in $(seq "$REPEATS"); do bench "w${w}_${arrival}_${rate}_$r" "$rate" "$arrival"; done |
+        for r in $(seq "$REPEATS"); do bench "w${w}_${arrival}_${rate}_$r" "$rate" "$arrival" "$r"; done |
           row "W=$w · $arrival · $rate (${f}× knee)"
       done
     done
@@ -98,7 +98,7 @@ if [[ $what == ladder || $what == all ]]; then
         deadline) args+=(--deadline-admission) ;;
         both) args+=(--degrade --degrade-up-after 2s --degrade-cooldown 3s --deadline-admission) ;;
       esac
-      for r in $(seq "$REPEATS"); do serve "${args[@]}"; bench "ovl_${policy}_${rate}_$r" "$rate" constant; done |
+      for r in $(seq "$REPEATS"); do serve "${args[@]}"; bench "ovl_${policy}_${rate}_$r" "$rate" constant "$r"; done |
         row "$policy · $rate (${f}× knee)"
     done
   done
