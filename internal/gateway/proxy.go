@@ -11,20 +11,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/admission"
 	"github.com/llmlab/llmlab/internal/openai"
 	"github.com/llmlab/llmlab/internal/queue"
 	"github.com/llmlab/llmlab/internal/supervisor"
+	"github.com/llmlab/llmlab/internal/validate"
 )
-
-var errColdStartTimeout = errors.New("cold start timeout")
-
-// errShutdown is the cause that ends requests still running when the
-// shutdown grace has passed.
-var errShutdown = errors.New("gateway is shutting down")
-
-// shutdownRetryAfter is the Retry-After of requests cut by a shutdown: a
-// restarted gateway (or another replica) can take them at once.
-const shutdownRetryAfter = "1"
 
 // withAbort returns r with a context that also ends, with cause
 // errShutdown, when the shutdown grace has passed.
@@ -51,30 +43,41 @@ func readAll(r io.Reader, n int64) ([]byte, error) {
 	return buf.Bytes(), err
 }
 
-// admission is a request's place: a dispatcher slot and a worker lease.
-type admission struct {
+// place is an admitted request's hold: a dispatcher slot and a worker
+// lease.
+type place struct {
 	release func()
 	lease   *supervisor.Lease
 	start   time.Time     // arrival
 	queued  time.Duration // waiting for a slot
 	held    time.Duration // waiting for a READY worker
+	granted time.Time     // when it held both
+	ctl     *control
 }
 
-func (a *admission) done() {
-	a.lease.Release()
-	a.release()
+func (p *place) done() {
+	p.ctl.unhold(p)
+	if p.lease != nil {
+		p.lease.Release()
+	}
+	p.release()
 }
 
-// admit waits for a place in the dispatcher, then for a READY worker. Both
-// waits together are bounded by ColdStartTimeout and by the client staying
-// connected: a client that leaves frees its place at once. On failure it
-// writes the error and returns false.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, route string) (*admission, bool) {
-	a := &admission{start: time.Now()}
+// admit is the admit stage: the admission policy first (shed, or a
+// predicted finish past the deadline: refused at once), then a place in
+// the dispatcher, then a READY worker. Both waits together are bounded by
+// ColdStartTimeout and by the client staying connected: a client that
+// leaves frees its place at once.
+func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) {
+	p := &place{start: time.Now(), ctl: s.ctl}
+	load := s.ctl.load(deadline > 0 || s.set.DeadlineAdmission)
+	if err := s.ctl.policy.Check(p.start, load, deadline, s.ctl.tier() >= admission.TierShed); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.set.ColdStartTimeout, errColdStartTimeout)
 	defer cancel()
 	rel, waited, err := s.disp.Acquire(ctx)
-	a.queued = waited
+	p.queued = waited
 	// Every admission counts, a place found at once as 0 s, so the
 	// histogram's mean and quantiles are those of all requests. A full
 	// queue is no wait: it is refused.
@@ -82,34 +85,32 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, route string) (*a
 		s.metrics.QueueWait.Observe(waited.Seconds())
 	}
 	if err != nil {
-		s.admitError(w, r, err, "waiting in queue")
-		return nil, false
+		return nil, &stageError{"waiting in queue", err}
 	}
-	a.release = rel
 	t := time.Now()
-	lease, err := s.sup.EnsureReady(ctx)
-	a.held = time.Since(t)
+	lease, err := s.backend.EnsureReady(ctx)
+	p.held = time.Since(t)
 	if err != nil {
 		rel()
-		s.admitError(w, r, err, "waiting for worker")
-		return nil, false
+		return nil, &stageError{"waiting for worker", err}
 	}
-	a.lease = lease
-	return a, true
+	p.release, p.lease, p.granted = rel, lease, time.Now()
+	s.ctl.hold(p)
+	return p, nil
 }
 
-// send posts body to the worker. The upstream request carries the client's
-// context, so a client that disconnects cancels the worker's request too.
-// If the request fails before any response because the worker process has
-// just died (it refused the connection, or reset it while exiting), send
-// waits for a new worker once, within the cold-start bound, and resends:
-// the dead worker answered nothing, and generation has no side effects.
-func (s *Server) send(w http.ResponseWriter, r *http.Request, a *admission, path string, body []byte) (*http.Response, bool) {
+// send is the upstream stage: it posts body to the worker. The upstream
+// request carries the client's context, so a client that disconnects
+// cancels the worker's request too. If the request fails before any
+// response because the worker process has just died (it refused the
+// connection, or reset it while exiting), send waits for a new worker once,
+// within the cold-start bound, and resends: the dead worker answered
+// nothing, and generation has no side effects.
+func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*http.Response, error) {
 	for retried := false; ; retried = true {
-		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, a.lease.URL+path, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, p.lease.URL+path, bytes.NewReader(body))
 		if err != nil {
-			s.fail(w, http.StatusInternalServerError, "internal", "build upstream request: %v", err)
-			return nil, false
+			return nil, badRequest(http.StatusInternalServerError, "internal", "build upstream request: %v", err)
 		}
 		req.Header.Set("Content-Type", "application/json")
 		for _, h := range []string{"Accept", "Authorization", "X-Request-Id"} {
@@ -119,58 +120,63 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, a *admission, path
 		}
 		resp, err := s.upstream.Do(req)
 		if err == nil {
-			return resp, true
+			return resp, nil
 		}
-		if errors.Is(context.Cause(r.Context()), errShutdown) {
-			w.Header().Set("Retry-After", shutdownRetryAfter)
-			s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down; the request did not finish within the shutdown grace")
-			return nil, false
-		}
-		if clientGone(r) {
-			s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
-			w.WriteHeader(499)
-			return nil, false
+		if r.Context().Err() != nil {
+			return nil, &stageError{"sending to the worker", err} // shutdown or client gone
 		}
 		// A dying worker's exit is recorded within milliseconds of its
 		// sockets closing; half a second is ample and bounds the delay
 		// of a 502 from a live but broken worker.
-		if !retried && a.lease.WorkerExited(r.Context(), 500*time.Millisecond) {
+		if !retried && p.lease.WorkerExited(r.Context(), 500*time.Millisecond) {
 			s.log.Info("worker died before the request reached it; waiting for a new one", "route", path)
-			a.lease.Release()
+			p.lease.Release()
 			ctx, cancel := context.WithTimeoutCause(r.Context(), s.set.ColdStartTimeout, errColdStartTimeout)
-			lease, err := s.sup.EnsureReady(ctx)
+			lease, err := s.backend.EnsureReady(ctx)
 			cancel()
 			if err != nil {
-				s.admitError(w, r, err, "waiting for a restarted worker")
-				return nil, false
+				// The place is released by the caller; the lease is
+				// already given back.
+				p.lease = nil
+				return nil, &stageError{"waiting for a restarted worker", err}
 			}
-			a.lease = lease
+			p.lease = lease
 			continue
 		}
-		s.fail(w, http.StatusBadGateway, "upstream_error", "worker request failed: %v", err)
-		return nil, false
+		return nil, &upstreamError{err}
 	}
 }
 
-// forward proxies a validated OpenAI request.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, body []byte, stream bool) {
+// forward runs a validated request through admit, the batching window,
+// upstream and relay; a failure before the relay goes to respond.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, body []byte, req validate.Request) {
 	r, end := s.withAbort(r)
 	defer end()
-	a, ok := s.admit(w, r, route)
-	if !ok {
+	deadline, err := requestDeadline(r)
+	if err != nil {
+		s.respond(w, r, err)
 		return
 	}
-	defer a.done()
-	resp, ok := s.send(w, r, a, route, body)
-	if !ok {
+	p, err := s.admit(r, deadline)
+	if err != nil {
+		s.respond(w, r, err)
+		return
+	}
+	defer p.done()
+	body = s.degrade(w, body, req)
+	s.ctl.batch.join(r.Context())
+	resp, err := s.send(r, p, route, body)
+	if err != nil {
+		s.respond(w, r, err)
 		return
 	}
 	defer resp.Body.Close()
-	if stream && resp.StatusCode == http.StatusOK {
-		s.relayStream(w, r, resp, route, a.start)
-		return
+	if req.Stream && resp.StatusCode == http.StatusOK {
+		s.relayStream(w, r, resp, route, p.start)
+	} else {
+		s.relayPlain(w, resp, route)
 	}
-	s.relayPlain(w, resp, route)
+	s.ctl.served(p, resp.StatusCode)
 }
 
 // armWrite gives the next write or flush to the client StreamWriteTimeout
@@ -347,7 +353,7 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 		if errors.Is(err, errShutdown) {
 			// Not the worker's fault: the same request elsewhere, or
 			// here after a restart, would succeed.
-			ev = openai.NewError(http.StatusServiceUnavailable, fmt.Sprintf("stream ended: %v before it finished; retry after %s s", err, shutdownRetryAfter))
+			ev = openai.NewError(http.StatusServiceUnavailable, fmt.Sprintf("stream ended: %v before it finished; retry after %d s", err, shutdownRetryAfter))
 		}
 		_ = sw.WriteJSON(ev)
 		_ = sw.WriteDone()

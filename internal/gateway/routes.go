@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -10,9 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/admission"
 	"github.com/llmlab/llmlab/internal/openai"
 	"github.com/llmlab/llmlab/internal/profile"
-	"github.com/llmlab/llmlab/internal/queue"
 	"github.com/llmlab/llmlab/internal/supervisor"
 	"github.com/llmlab/llmlab/internal/validate"
 )
@@ -38,6 +39,7 @@ func (s *Server) routes() http.Handler {
 		"/metrics":             {http.MethodGet, s.metrics.Handler().ServeHTTP},
 		"/admin/worker/start":  {http.MethodPost, s.handleAdminStart},
 		"/admin/worker/stop":   {http.MethodPost, s.handleAdminStop},
+		"/admin/degrade":       {http.MethodPost, s.handleAdminDegrade},
 		"/":                    {http.MethodGet, s.handleStatusPage},
 		"/version":             {http.MethodGet, s.handleVersion},
 	}
@@ -103,12 +105,6 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 	return io.Copy(r.ResponseWriter, src)
 }
 
-// fail writes an OpenAI-shaped error and counts it by reason.
-func (s *Server) fail(w http.ResponseWriter, status int, reason, format string, args ...any) {
-	s.metrics.Errors.WithLabelValues(reason, strconv.Itoa(status)).Inc()
-	openai.WriteError(w, status, format, args...)
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -144,8 +140,9 @@ type statusBody struct {
 		InFlight    int `json:"in_flight"`
 		MaxInFlight int `json:"max_in_flight"`
 	} `json:"queue"`
-	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
-	UptimeSeconds      float64 `json:"uptime_seconds"`
+	Overload           overloadStatus `json:"overload"`
+	IdleTimeoutSeconds float64        `json:"idle_timeout_seconds"`
+	UptimeSeconds      float64        `json:"uptime_seconds"`
 	statusExtras
 }
 
@@ -156,6 +153,7 @@ func (s *Server) status() statusBody {
 	b.Worker = s.sup.Status()
 	b.Queue.Depth, b.Queue.InFlight = s.disp.Stats()
 	b.Queue.Max, b.Queue.MaxInFlight = s.disp.QueueCap(), s.disp.MaxInFlight()
+	b.Overload = s.ctl.status()
 	b.IdleTimeoutSeconds = s.set.IdleTimeout.Seconds()
 	b.UptimeSeconds = time.Since(s.started).Seconds()
 	b.statusExtras = s.extras()
@@ -186,74 +184,82 @@ func (s *Server) handleAdminStop(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.status())
 }
 
-// readBody reads the request body within the size limit, writing the
-// error itself when it fails.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// handleAdminDegrade sets the degradation tier by hand (?tier=0..4): an
+// operator's order, logged and applied like the ladder's own changes
+// (which go on from there when the ladder is on).
+func (s *Server) handleAdminDegrade(w http.ResponseWriter, r *http.Request) {
+	t, err := strconv.Atoi(r.URL.Query().Get("tier"))
+	if err != nil || t < 0 || t > int(admission.MaxTier) {
+		s.fail(w, http.StatusBadRequest, "bad_request", "tier must be an integer in [0, %d], got %q", int(admission.MaxTier), r.URL.Query().Get("tier"))
+		return
+	}
+	s.ctl.setTier(admission.Tier(t))
+	writeJSON(w, http.StatusOK, s.status())
+}
+
+// decode is the first stage: the request body within the size and time
+// limits.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.Contains(ct, "json") && !strings.HasPrefix(ct, "text/plain") {
 		// curl -d sends form encoding by default; accept it only if the
 		// body is JSON anyway (checked by the caller's decode).
 		if !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
-			s.fail(w, http.StatusUnsupportedMediaType, "bad_request", "Content-Type %q is not supported; send application/json", ct)
-			return nil, false
+			return nil, badRequest(http.StatusUnsupportedMediaType, "bad_request", "Content-Type %q is not supported; send application/json", ct)
 		}
 	}
 	body, err := readAll(http.MaxBytesReader(w, r.Body, s.set.MaxBodyBytes), r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			s.fail(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", s.set.MaxBodyBytes)
-			return nil, false
+			return nil, badRequest(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", s.set.MaxBodyBytes)
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			w.Header().Set("Connection", "close")
-			s.fail(w, http.StatusRequestTimeout, "body_timeout", "request body not received within body_read_timeout %s", s.set.BodyReadTimeout)
-			return nil, false
+			return nil, &requestError{status: http.StatusRequestTimeout, reason: "body_timeout", closeConn: true,
+				msg: fmt.Sprintf("request body not received within body_read_timeout %s", s.set.BodyReadTimeout)}
 		}
-		s.fail(w, http.StatusBadRequest, "bad_request", "reading request body: %v", err)
-		return nil, false
+		return nil, badRequest(http.StatusBadRequest, "bad_request", "reading request body: %v", err)
 	}
 	if len(body) == 0 {
-		s.fail(w, http.StatusBadRequest, "bad_request", "request body is empty; send a JSON object")
-		return nil, false
+		return nil, badRequest(http.StatusBadRequest, "bad_request", "request body is empty; send a JSON object")
 	}
-	return body, true
+	return body, nil
 }
 
-func (s *Server) badJSON(w http.ResponseWriter, err error) {
+// jsonError explains a body that does not decode.
+func jsonError(err error) error {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se):
-		s.fail(w, http.StatusBadRequest, "bad_request", "malformed JSON at byte %d: %v", se.Offset, err)
+		return badRequest(http.StatusBadRequest, "bad_request", "malformed JSON at byte %d: %v", se.Offset, err)
 	case errors.As(err, &te):
-		s.fail(w, http.StatusBadRequest, "bad_request", "field %q: expected %s, got JSON %s", te.Field, te.Type, te.Value)
-	default:
-		s.fail(w, http.StatusBadRequest, "bad_request", "invalid request body: %v", err)
+		return badRequest(http.StatusBadRequest, "bad_request", "field %q: expected %s, got JSON %s", te.Field, te.Type, te.Value)
 	}
+	return badRequest(http.StatusBadRequest, "bad_request", "invalid request body: %v", err)
 }
 
 func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
-	body, ok := s.readBody(w, r)
-	if !ok {
-		return
-	}
-	req, ok := s.validated(w, body, validate.Completion)
-	if !ok {
-		return
-	}
-	s.forward(w, r, "/v1/completions", body, req.Stream)
+	s.serveOpenAI(w, r, "/v1/completions", validate.Completion)
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	body, ok := s.readBody(w, r)
-	if !ok {
+	s.serveOpenAI(w, r, "/v1/chat/completions", validate.Chat)
+}
+
+// serveOpenAI runs the stages of an OpenAI route: decode, validate, then
+// forward (admit, upstream, relay).
+func (s *Server) serveOpenAI(w http.ResponseWriter, r *http.Request, route string, check checker) {
+	body, err := s.decode(w, r)
+	if err != nil {
+		s.respond(w, r, err)
 		return
 	}
-	req, ok := s.validated(w, body, validate.Chat)
-	if !ok {
+	req, err := s.validateBody(body, check)
+	if err != nil {
+		s.respond(w, r, err)
 		return
 	}
-	s.forward(w, r, "/v1/chat/completions", body, req.Stream)
+	s.forward(w, r, route, body, req)
 }
 
 // generateRequest is POST /generate: a minimal interface for scripts.
@@ -282,60 +288,76 @@ type generateTimings struct {
 
 func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	t0 := time.Now()
-	body, ok := s.readBody(w, r)
-	if !ok {
+	r, end := s.withAbort(r)
+	defer end()
+	out, err := s.generate(w, r, t0)
+	if err != nil {
+		s.respond(w, r, err)
 		return
+	}
+	if out != nil {
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// generate runs /generate's stages. It returns the answer, or an error
+// before anything was written, or (nil, nil) when it relayed the worker's
+// own refusal.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, t0 time.Time) (*generateResponse, error) {
+	body, err := s.decode(w, r)
+	if err != nil {
+		return nil, err
 	}
 	var g generateRequest
 	if err := json.Unmarshal(body, &g); err != nil {
-		s.badJSON(w, err)
-		return
+		return nil, jsonError(err)
 	}
 	switch {
 	case g.Prompt == nil || *g.Prompt == "":
-		s.fail(w, http.StatusBadRequest, "bad_request", "prompt is required and must be a non-empty string")
-		return
+		return nil, badRequest(http.StatusBadRequest, "bad_request", "prompt is required and must be a non-empty string")
 	case g.MaxNewTokens == nil || *g.MaxNewTokens < 1:
-		s.fail(w, http.StatusBadRequest, "bad_request", "max_new_tokens is required and must be >= 1")
-		return
+		return nil, badRequest(http.StatusBadRequest, "bad_request", "max_new_tokens is required and must be >= 1")
 	case g.Temperature != nil && (*g.Temperature < 0 || *g.Temperature > 2):
-		s.fail(w, http.StatusBadRequest, "bad_request", "temperature must be in [0, 2]")
-		return
+		return nil, badRequest(http.StatusBadRequest, "bad_request", "temperature must be in [0, 2]")
 	}
 	up, err := json.Marshal(openai.CompletionRequest{
 		Model: s.prof.ModelName(), Prompt: openai.Prompt{Text: *g.Prompt, Count: 1},
 		MaxTokens: g.MaxNewTokens, Temperature: g.Temperature,
 	})
 	if err != nil {
-		s.fail(w, http.StatusInternalServerError, "internal", "encode upstream request: %v", err)
-		return
+		return nil, badRequest(http.StatusInternalServerError, "internal", "encode upstream request: %v", err)
 	}
-	if _, ok := s.validated(w, up, validate.Completion); !ok {
-		return
+	req, err := s.validateBody(up, validate.Completion)
+	if err != nil {
+		return nil, err
 	}
-	r, end := s.withAbort(r)
-	defer end()
-	a, ok := s.admit(w, r, "/generate")
-	if !ok {
-		return
+	deadline, err := requestDeadline(r)
+	if err != nil {
+		return nil, err
 	}
-	defer a.done()
+	p, err := s.admit(r, deadline)
+	if err != nil {
+		return nil, err
+	}
+	defer p.done()
+	up = s.degrade(w, up, req)
+	s.ctl.batch.join(r.Context())
 	tw := time.Now()
-	resp, ok := s.send(w, r, a, "/v1/completions", up)
-	if !ok {
-		return
+	resp, err := s.send(r, p, "/v1/completions", up)
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		s.relayPlain(w, resp, "/generate")
-		return
+		return nil, nil
 	}
 	var cr openai.CompletionResponse
 	if err := json.NewDecoder(resp.Body).Decode(&cr); err != nil {
-		s.fail(w, http.StatusBadGateway, "upstream_error", "decode worker response: %v", err)
-		return
+		return nil, &upstreamError{fmt.Errorf("decode worker response: %w", err)}
 	}
-	out := generateResponse{Model: cr.Model, Usage: cr.Usage}
+	s.ctl.served(p, resp.StatusCode)
+	out := &generateResponse{Model: cr.Model, Usage: cr.Usage}
 	if len(cr.Choices) > 0 {
 		out.Text = cr.Choices[0].Text
 		if cr.Choices[0].FinishReason != nil {
@@ -343,52 +365,8 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	out.Timings = generateTimings{
-		QueueSeconds: a.queued.Seconds(), ColdSeconds: a.held.Seconds(),
+		QueueSeconds: p.queued.Seconds(), ColdSeconds: p.held.Seconds(),
 		WorkerSeconds: time.Since(tw).Seconds(), TotalSeconds: time.Since(t0).Seconds(),
 	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-// admission errors are mapped in one place so every route answers alike.
-func (s *Server) admitError(w http.ResponseWriter, r *http.Request, err error, stage string) {
-	var ue *supervisor.UnavailableError
-	switch {
-	case errors.Is(err, queue.ErrFull):
-		s.metrics.Errors.WithLabelValues("queue_full", "429").Inc()
-		openai.WriteRetryAfter(w, s.queueFullRetryAfter(), "queue full (%d waiting, %d in flight); retry later", s.disp.QueueCap(), s.disp.MaxInFlight())
-	case errors.Is(err, errShutdown):
-		w.Header().Set("Retry-After", shutdownRetryAfter)
-		s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down; no ready worker within the shutdown grace (%s)", stage)
-	case clientGone(r):
-		// The client left; nobody reads an answer. 499 as nginx counts it.
-		s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
-		w.WriteHeader(499)
-	case errors.Is(err, errColdStartTimeout):
-		s.fail(w, http.StatusGatewayTimeout, "cold_start_timeout", "no ready worker within cold_start_timeout %s (%s; worker %s)", s.set.ColdStartTimeout, stage, s.sup.State())
-	case errors.As(err, &ue):
-		// At least a second: a start that failed while the request was
-		// held is retried at once by the next request, but not sooner
-		// than a start can fail again.
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int((ue.RetryAfter+time.Second-1)/time.Second))))
-		s.fail(w, http.StatusServiceUnavailable, "worker_unavailable", "%v", err)
-	case errors.Is(err, supervisor.ErrClosed):
-		w.Header().Set("Retry-After", shutdownRetryAfter)
-		s.fail(w, http.StatusServiceUnavailable, "shutting_down", "gateway is shutting down")
-	default:
-		w.Header().Set("Retry-After", "1")
-		s.fail(w, http.StatusServiceUnavailable, "worker_unavailable", "%v", err)
-	}
-}
-
-// queueFullRetryAfter is the Retry-After of a 429. While the worker starts
-// nothing leaves the queue, so a retry before the start-up is expected to
-// end (the last cold start's duration) would only be refused again;
-// otherwise places free up as requests finish, and a second is a fair wait.
-func (s *Server) queueFullRetryAfter() time.Duration {
-	st := s.sup.Status()
-	if st.State != supervisor.Starting.String() || st.LastColdStartSeconds <= 0 {
-		return time.Second
-	}
-	left := time.Duration(st.LastColdStartSeconds*float64(time.Second)) - time.Since(st.Since)
-	return max(time.Second, left)
+	return out, nil
 }

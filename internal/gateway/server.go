@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/admission"
 	"github.com/llmlab/llmlab/internal/observability"
 	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/queue"
@@ -33,8 +34,10 @@ type Server struct {
 	prof     profile.Profile
 	limits   validate.Limits // what the worker would refuse, from the profile
 	log      *slog.Logger
-	sup      *supervisor.Supervisor
-	disp     *queue.Dispatcher
+	sup      *supervisor.Supervisor // the worker's lifecycle (admin, shutdown)
+	backend  Backend                // the request path's view of it
+	disp     Admitter
+	ctl      *control // overload policies
 	metrics  *observability.Metrics
 	obs      *observatory // recent requests and the SLO, for /status and /
 	upstream *http.Client
@@ -79,6 +82,14 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 	if err := checkProfile(prof); err != nil {
 		return nil, err
 	}
+	if set.QueueMaxFrom != "" {
+		n, err := admission.QueueMaxFromTune(set.QueueMaxFrom)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("queue_max from tune file", "file", set.QueueMaxFrom, "queue_max", n, "was", set.QueueMax)
+		set.QueueMax = n
+	}
 	acc, err := newAccess(set)
 	if err != nil {
 		return nil, err
@@ -90,7 +101,11 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 		}
 	}
 	m := observability.NewMetrics(supervisor.StateNames())
-	cmd, err := workerCommand(prof, set, opt.Executable)
+	// The worker's engine arguments are read at every start, so a
+	// degradation tier's take effect at the next cold start.
+	var next func() profile.EngineArgs
+	var s *Server
+	cmd, err := workerCommand(prof, set, opt.Executable, func() profile.EngineArgs { return next() })
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +130,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{
+	s = &Server{
 		set:     set,
 		prof:    prof,
 		log:     log,
@@ -137,8 +152,19 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 			DisableCompression: true,
 		}},
 	}
+	s.backend = sup
 	if s.obs, err = newObservatory(m, opt.SLO); err != nil {
 		return nil, err
+	}
+	slo := time.Duration(s.obs.objective.P95E2ESeconds * float64(time.Second))
+	if set.SLOSeconds > 0 {
+		slo = time.Duration(set.SLOSeconds * float64(time.Second))
+	}
+	s.ctl = newControl(s, slo, maxInFlight)
+	next = func() profile.EngineArgs {
+		a := *s.ctl.next.Load()
+		s.ctl.started(a)
+		return a
 	}
 	m.QueueCapacity.Set(float64(s.disp.QueueCap()))
 	m.InFlightCapacity.Set(float64(s.disp.MaxInFlight()))
@@ -166,22 +192,22 @@ func checkProfile(p profile.Profile) error {
 }
 
 // workerCommand returns how to run the profile's worker, nil for external.
-func workerCommand(p profile.Profile, set Settings, exe string) (func(host string, port int) []string, error) {
+// engine returns the engine arguments of the next start.
+func workerCommand(p profile.Profile, set Settings, exe string, engine func() profile.EngineArgs) (func(host string, port int) []string, error) {
 	switch p.Engine {
 	case profile.EngineExternal:
 		return nil, nil
 	case profile.EngineVLLM:
-		base := p.VLLMArgs()
 		return func(host string, port int) []string {
-			return append(append([]string(nil), base...), "--host", host, "--port", strconv.Itoa(port))
+			q := p
+			q.EngineArgs = engine()
+			return append(q.VLLMArgs(), "--host", host, "--port", strconv.Itoa(port))
 		}, nil
 	case profile.EngineSim:
 		if exe == "" {
 			return nil, errors.New("engine sim needs the llmlab executable")
 		}
-		args := []string{exe, "sim", "--model", p.Model, "--served-model-name", p.ModelName()}
-		args = append(args, p.EngineFlags()...)
-		args = append(args, "--gpu", p.Sim.GPU, "--model-spec", p.Sim.ModelSpec)
+		var args []string
 		switch {
 		case set.WorkerStartupSeconds >= 0:
 			args = append(args, "--startup-seconds", strconv.FormatFloat(set.WorkerStartupSeconds, 'f', -1, 64))
@@ -195,7 +221,12 @@ func workerCommand(p profile.Profile, set Settings, exe string) (func(host strin
 			args = append(args, "--calibration", p.Sim.Calibration)
 		}
 		return func(host string, port int) []string {
-			return append(append([]string(nil), args...), "--host", host, "--port", strconv.Itoa(port))
+			q := p
+			q.EngineArgs = engine()
+			argv := append([]string{exe, "sim", "--model", p.Model, "--served-model-name", p.ModelName()}, q.EngineFlags()...)
+			argv = append(argv, "--gpu", p.Sim.GPU, "--model-spec", p.Sim.ModelSpec)
+			argv = append(argv, args...)
+			return append(argv, "--host", host, "--port", strconv.Itoa(port))
 		}, nil
 	}
 	return nil, fmt.Errorf("engine %q not supported", p.Engine)
@@ -229,6 +260,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	supCtx, stopSup := context.WithCancel(context.Background())
 	supDone := make(chan struct{})
 	go func() { s.sup.Run(supCtx); close(supDone) }()
+	ctlDone := make(chan struct{})
+	go func() { s.ctl.run(supCtx, s.set.ControlInterval); close(ctlDone) }()
 
 	serveErr := make(chan error, 1)
 	go func() {
@@ -267,6 +300,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	cancel()
 	stopSup()
 	<-supDone
+	<-ctlDone
 	// The worker gets its own grace: in-flight requests are done by now.
 	stCtx, cancel := context.WithTimeout(context.Background(), s.set.StopGrace+5*time.Second)
 	defer cancel()
@@ -302,6 +336,7 @@ func (s *Server) logAccess() {
 // upstream connections. Run calls it; tests that use Handler call it.
 func (s *Server) Close(ctx context.Context) error {
 	s.abortNow()
+	s.ctl.restarts.Wait()
 	err := s.sup.Close(ctx)
 	s.upstream.CloseIdleConnections()
 	return err

@@ -63,6 +63,25 @@ type Settings struct {
 	// Pprof serves Go's profiling endpoints under /admin/debug/pprof/
 	// (pprof.go); off by default.
 	Pprof bool
+
+	// Overload control (docs/admission.md).
+	QueueMaxFrom        string        // tune file whose suggested_queue_max sets QueueMax
+	SLOSeconds          float64       // end-to-end objective for admission and the ladder; 0: configs/slo.yaml
+	DeadlineAdmission   bool          // refuse at arrival what is predicted to finish past the SLO
+	AdmissionHeadroom   float64       // fraction of the SLO a prediction may use
+	MaxRetryAfter       time.Duration // clamp of a 429's Retry-After
+	AdmissionWindow     time.Duration // window of completions the predictions and the ladder read
+	Degrade             bool          // the degradation ladder
+	DegradeRestart      bool          // tiers 2–3 restart the worker (drained) instead of waiting for the next cold start
+	DegradeMaxTier      int
+	DegradeUpAfter      time.Duration
+	DegradeDownAfter    time.Duration
+	DegradeCooldown     time.Duration
+	ClampMaxTokens      int           // tier 1's max_tokens
+	DegradedMaxModelLen int           // tier 2's max_model_len
+	BatchWindow         time.Duration // micro-batching window W (0: off)
+	BatchMax            int           // ... or N requests, whichever first
+	ControlInterval     time.Duration // tick of the ladder and the window's guardrail
 }
 
 // Defaults are the settings when nothing else is given.
@@ -91,6 +110,17 @@ func Defaults() Settings {
 		LogMaxSizeMB:         50,
 		LogMaxBackups:        5,
 		WorkerHost:           "127.0.0.1",
+		MaxRetryAfter:        time.Minute,
+		AdmissionHeadroom:    0.9,
+		AdmissionWindow:      30 * time.Second,
+		DegradeMaxTier:       4,
+		DegradeUpAfter:       5 * time.Second,
+		DegradeDownAfter:     30 * time.Second,
+		DegradeCooldown:      10 * time.Second,
+		ClampMaxTokens:       128,
+		DegradedMaxModelLen:  448,
+		BatchMax:             8,
+		ControlInterval:      time.Second,
 	}
 }
 
@@ -192,6 +222,23 @@ func (s *Settings) Knobs() []Knob {
 		{"log_max_size_mb", "worker log size in MiB before it is rotated", &s.LogMaxSizeMB},
 		{"log_max_backups", "rotated worker log files kept", &s.LogMaxBackups},
 		{"pprof", "serve Go's profiling endpoints (CPU, heap, goroutines, trace) under /admin/debug/pprof/, guarded as the admin routes are", &s.Pprof},
+		{"queue_max_from", "tune file (experiments/tunes/*.json) whose top-level suggested_queue_max sets queue_max (it wins over queue_max)", &s.QueueMaxFrom},
+		{"slo_seconds", "end-to-end latency objective for admission and the ladder (0: p95_e2e_seconds of configs/slo.yaml)", &s.SLOSeconds},
+		{"deadline_admission", "refuse at arrival (429, reason deadline) a request predicted, from the last completions, to finish after the SLO; a client's X-LLMLab-Deadline header is honoured either way", &s.DeadlineAdmission},
+		{"admission_headroom", "fraction of the SLO (or the client's deadline) a predicted latency may use before deadline-aware admission refuses (the prediction is a central estimate, the SLO a p95)", &s.AdmissionHeadroom},
+		{"max_retry_after", "largest Retry-After of a 429 (it is the queue's drain time at the measured completion rate)", &s.MaxRetryAfter},
+		{"admission_window", "window of recent completions that the drain rate, the predictions and the ladder read", &s.AdmissionWindow},
+		{"degrade", "turn the degradation ladder on (tiers 1 clamp max_tokens, 2 max_model_len, 3 max_num_seqs, 4 shed)", &s.Degrade},
+		{"degrade_restart", "tiers 2-3 restart the worker at once, after draining it (otherwise their engine arguments apply at the next cold start)", &s.DegradeRestart},
+		{"degrade_max_tier", "highest tier the ladder may reach (0-4)", &s.DegradeMaxTier},
+		{"degrade_up_after", "pressure must last this long before the ladder steps up", &s.DegradeUpAfter},
+		{"degrade_down_after", "calm must last this long before the ladder steps down", &s.DegradeDownAfter},
+		{"degrade_cooldown", "least time between two tier changes", &s.DegradeCooldown},
+		{"clamp_max_tokens", "tier 1: max_tokens above this is lowered to it", &s.ClampMaxTokens},
+		{"degraded_max_model_len", "tier 2: the worker's max_model_len", &s.DegradedMaxModelLen},
+		{"batch_window", "micro-batching window: hold admitted requests up to this long to send them together (0: off; 10ms-50ms to try)", &s.BatchWindow},
+		{"batch_max", "micro-batching: release a batch once this many requests are in it", &s.BatchMax},
+		{"control_interval", "tick of the degradation ladder and the batching window's guardrail", &s.ControlInterval},
 	}
 }
 
@@ -342,6 +389,30 @@ func (s *Settings) Validate() error {
 		k string
 		v time.Duration
 	}{{"read_header_timeout", s.ReadHeaderTimeout}, {"body_read_timeout", s.BodyReadTimeout}, {"idle_conn_timeout", s.IdleConnTimeout}, {"write_timeout", s.WriteTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be > 0", d.k))
+		}
+	}
+	if s.BatchWindow < 0 || s.BatchWindow > time.Second {
+		errs = append(errs, fmt.Errorf("batch_window %s out of range [0, 1s]", s.BatchWindow))
+	}
+	if s.BatchMax < 1 {
+		errs = append(errs, errors.New("batch_max must be >= 1"))
+	}
+	if s.DegradeMaxTier < 0 || s.DegradeMaxTier > 4 {
+		errs = append(errs, fmt.Errorf("degrade_max_tier %d out of range [0, 4]", s.DegradeMaxTier))
+	}
+	if s.AdmissionHeadroom <= 0 || s.AdmissionHeadroom > 1 {
+		errs = append(errs, fmt.Errorf("admission_headroom %v out of range (0, 1]", s.AdmissionHeadroom))
+	}
+	if s.SLOSeconds < 0 || s.ClampMaxTokens < 0 || s.DegradedMaxModelLen < 0 {
+		errs = append(errs, errors.New("slo_seconds, clamp_max_tokens and degraded_max_model_len must be >= 0"))
+	}
+	for _, d := range []struct {
+		k string
+		v time.Duration
+	}{{"max_retry_after", s.MaxRetryAfter}, {"admission_window", s.AdmissionWindow}, {"degrade_up_after", s.DegradeUpAfter},
+		{"degrade_down_after", s.DegradeDownAfter}, {"degrade_cooldown", s.DegradeCooldown}, {"control_interval", s.ControlInterval}} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be > 0", d.k))
 		}

@@ -2,10 +2,8 @@ package gateway
 
 import (
 	"net/http"
-	"strconv"
 	"strings"
 
-	"github.com/llmlab/llmlab/internal/openai"
 	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/sim/engine"
 	"github.com/llmlab/llmlab/internal/validate"
@@ -56,18 +54,19 @@ func modelSpec(p profile.Profile) (engine.ModelSpec, bool) {
 	return engine.ModelSpec{}, false
 }
 
-// validated parses and validates body with check; on refusal it writes the
-// worker's answer and counts it, and returns false.
-func (s *Server) validated(w http.ResponseWriter, body []byte, check func([]byte, validate.Limits) (validate.Request, *validate.Error)) (validate.Request, bool) {
+// checker is a validation function of internal/validate.
+type checker func([]byte, validate.Limits) (validate.Request, *validate.Error)
+
+// validateBody is the validate stage: a refusal carries the worker's own
+// status and message.
+func (s *Server) validateBody(body []byte, check checker) (validate.Request, error) {
 	req, e := check(body, s.limits)
 	if e == nil {
-		return req, true
+		return req, nil
 	}
 	reason := "bad_request" // as the gateway's own decode errors
 	if e.Error.Code == http.StatusNotFound {
 		reason = "unknown_model"
 	}
-	s.metrics.Errors.WithLabelValues(reason, strconv.Itoa(e.Error.Code)).Inc()
-	openai.WriteErrorBody(w, *e)
-	return req, false
+	return req, &requestError{status: e.Error.Code, reason: reason, msg: e.Error.Message, body: e}
 }

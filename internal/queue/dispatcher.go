@@ -82,6 +82,10 @@ func (d *Dispatcher) releaseOnce() func() {
 
 // releaseLocked gives the caller's place to the oldest waiter, if any.
 func (d *Dispatcher) releaseLocked() {
+	if d.inFlight > d.maxInFlight {
+		d.inFlight-- // the limit was lowered: this place is not passed on
+		return
+	}
 	if t := d.q.Pop(); t != nil {
 		t.granted = true
 		close(t.ready)
@@ -103,8 +107,31 @@ func (d *Dispatcher) Stats() (depth, inFlight int) {
 	return d.q.Len(), d.inFlight
 }
 
-// MaxInFlight is the configured limit.
-func (d *Dispatcher) MaxInFlight() int { return d.maxInFlight }
+// MaxInFlight is the current limit.
+func (d *Dispatcher) MaxInFlight() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.maxInFlight
+}
+
+// SetMaxInFlight changes the limit at run time (n < 1 counts as 1). A
+// higher limit grants places to the oldest waiters at once; a lower one
+// takes effect as requests finish (none is cut).
+func (d *Dispatcher) SetMaxInFlight(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.maxInFlight = max(n, 1)
+	for d.inFlight < d.maxInFlight {
+		t := d.q.Pop()
+		if t == nil {
+			break
+		}
+		t.granted = true
+		close(t.ready)
+		d.inFlight++
+	}
+	d.changedLocked()
+}
 
 // QueueCap is the queue's bound.
 func (d *Dispatcher) QueueCap() int { return d.q.Cap() }

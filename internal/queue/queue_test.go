@@ -184,3 +184,48 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestDispatcherSetMaxInFlight(t *testing.T) {
+	d := NewDispatcher(NewMemory(10), 2, nil)
+	r1, _, _ := d.Acquire(context.Background())
+	r2, _, _ := d.Acquire(context.Background())
+	got := make(chan func(), 3)
+	for range 3 {
+		go func() {
+			r, _, err := d.Acquire(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			got <- r
+		}()
+	}
+	waitFor(t, func() bool { depth, _ := d.Stats(); return depth == 3 })
+	// Raising the limit grants the oldest waiters at once.
+	d.SetMaxInFlight(4)
+	r3, r4 := <-got, <-got
+	if depth, in := d.Stats(); depth != 1 || in != 4 || d.MaxInFlight() != 4 {
+		t.Fatalf("after raise: depth %d in flight %d max %d", depth, in, d.MaxInFlight())
+	}
+	// Lowering it cuts nothing; finishing requests are not replaced until
+	// the count is under the new limit.
+	d.SetMaxInFlight(2)
+	r1()
+	r2()
+	if depth, in := d.Stats(); depth != 1 || in != 2 {
+		t.Fatalf("after lower and two releases: depth %d in flight %d, want 1 and 2", depth, in)
+	}
+	r3()
+	r5 := <-got
+	if depth, in := d.Stats(); depth != 0 || in != 2 {
+		t.Fatalf("depth %d in flight %d, want 0 and 2", depth, in)
+	}
+	r4()
+	r5()
+	if _, in := d.Stats(); in != 0 {
+		t.Fatalf("in flight %d", in)
+	}
+	d.SetMaxInFlight(0)
+	if d.MaxInFlight() != 1 {
+		t.Fatalf("limit %d, want at least 1", d.MaxInFlight())
+	}
+}
