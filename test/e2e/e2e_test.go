@@ -61,11 +61,22 @@ type proc struct {
 // start runs llmlab with args; the process is killed when the test ends.
 func start(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startProgram(t, nil, binPath, args...)
+}
+
+// startProgram runs a program (llmlab or an external one such as
+// prometheus) with env added to the environment; it is killed when the test
+// ends, and its output logged when the test failed.
+func startProgram(t testing.TB, env []string, name string, args ...string) *proc {
+	t.Helper()
 	p := &proc{out: &testsupport.SyncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binPath, args...)
+	p.cmd = exec.Command(name, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start llmlab %v: %v", args, err)
+		t.Fatalf("start %s %v: %v", name, args, err)
 	}
 	go func() {
 		p.waitErr = p.cmd.Wait()
@@ -79,7 +90,7 @@ func start(t testing.TB, args ...string) *proc {
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("llmlab %v output:\n%s", args, p.out.String())
+			t.Logf("%s %v output:\n%s", name, args, tail(p.out.String(), 8000))
 		}
 	})
 	return p

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"image/png"
 	"os"
@@ -79,24 +78,7 @@ func TestTunePredictAndReportInChromium(t *testing.T) {
 		t.Errorf("results.md has no best row or run length:\n%s", md)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1000),
-		chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
-	ctx, cancelB := chromedp.NewContext(actx)
-	defer cancelB()
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelT()
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	errs := &pageErrors{}
-	watched := make(chan struct{})
-	go func() { errs.watch(ctx); close(watched) }()
-	defer func() { cancelT(); <-watched }()
-
+	ctx, errs := openChromium(t, exe, 90*time.Second)
 	abs, _ := filepath.Abs(filepath.Join(out, "index.html"))
 	if err := chromedp.Do(ctx, chromedp.Navigate("file://"+abs)); err != nil {
 		t.Fatalf("open report: %v", err)

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/llmlab/llmlab/internal/testsupport"
 )
 
 // dashboardQueries are the queries of vLLM's official Grafana dashboard
@@ -162,34 +160,6 @@ func TestSimAPIKey(t *testing.T) {
 			t.Errorf("env=%v /tokenize: %d %s", viaEnv, code, body)
 		}
 	}
-}
-
-// startProgram runs an external program for the test's lifetime.
-func startProgram(t *testing.T, env []string, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{out: &testsupport.SyncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(name, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, tail(p.out.String(), 3000))
-		}
-	})
-	return p
 }
 
 func waitPromCond(t *testing.T, timeout time.Duration, ok func() bool) {

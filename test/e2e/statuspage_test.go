@@ -39,6 +39,37 @@ func (p *pageErrors) watch(ctx context.Context) {
 	}
 }
 
+// openChromium starts headless chromium (exe) on a blank page with its
+// console watched for errors; both end when the test does.
+func openChromium(t *testing.T, exe string, timeout time.Duration) (context.Context, *pageErrors) {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1000),
+		// Containers often have a small /dev/shm.
+		chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelB := chromedp.NewContext(actx)
+	ctx, cancelT := context.WithTimeout(ctx, timeout)
+	errs := &pageErrors{}
+	watched := make(chan struct{})
+	t.Cleanup(func() {
+		cancelT()
+		<-watched
+		cancelB()
+		cancelA()
+	})
+	// Start the browser on a blank page first: a second action racing the
+	// first start would start a second browser on the same profile.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		close(watched)
+		t.Fatalf("start chromium: %v", err)
+	}
+	// Console subscribes when called, so nothing the page logs is missed.
+	go func() { errs.watch(ctx); close(watched) }()
+	return ctx, errs
+}
+
 func (p *pageErrors) list() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -53,27 +84,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	exe := testsupport.NeedBinary(t, "chromium", "chromium-browser", "google-chrome")
 	_, base := startServe(t, "--worker-startup-seconds", "0.5")
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1000),
-		// Containers often have a small /dev/shm.
-		chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
-	ctx, cancelB := chromedp.NewContext(actx)
-	defer cancelB()
-	ctx, cancelT := context.WithTimeout(ctx, 120*time.Second)
-	defer cancelT()
-	// Start the browser on a blank page first: a second action racing the
-	// first start would start a second browser on the same profile.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	errs := &pageErrors{}
-	// Console subscribes when called, so nothing the page logs is missed.
-	watched := make(chan struct{})
-	go func() { errs.watch(ctx); close(watched) }()
-	defer func() { cancelT(); <-watched }()
+	ctx, errs := openChromium(t, exe, 120*time.Second)
 
 	read := func(ids ...string) map[string]string {
 		t.Helper()
