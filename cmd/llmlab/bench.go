@@ -66,16 +66,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.PrintDefaults()
 		fmt.Fprintln(stderr, exitCodesHelp)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{code: exitUsage}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	usage := func(format string, a ...any) error { return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)} }
-	if fs.NArg() > 0 {
-		return usage("unexpected arguments %q", fs.Args())
-	}
 
 	spec, err := slo.Load(*sloPath)
 	if err != nil {

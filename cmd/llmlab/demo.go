@@ -46,11 +46,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.PrintDefaults()
 		fmt.Fprintln(stderr, demoExitCodes)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{code: exitUsage}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	usage := func(format string, a ...any) error {
 		return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)}

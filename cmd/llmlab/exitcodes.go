@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 
@@ -79,6 +80,31 @@ func writeAnyJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("write result: %w", err)
+	}
+	return nil
+}
+
+// parseArgs parses args: -h passes through (exit 0 after the usage), any
+// other error is a usage error (the flag package has printed it and the
+// usage). Positional arguments are left to the caller.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: exitUsage}
+	}
+	return nil
+}
+
+// parseFlags is parseArgs for a command that takes no positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return &exitError{code: exitUsage, err: fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
 	return nil
 }

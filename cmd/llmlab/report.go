@@ -24,11 +24,8 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) error
 		fs.PrintDefaults()
 		fmt.Fprintln(stderr, "\nExit codes: 0 written; 1 the report could not be written; 2 usage error (bad flag, no input found,\nan input that cannot be read or is neither a tune nor a run file).")
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return &exitError{code: exitUsage}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	paths := fs.Args()
 	if len(paths) == 0 {

@@ -364,21 +364,6 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-// parseFlags parses args and turns usage errors into exit status 2.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{code: 2} // the flag package has printed the error and usage
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return &exitError{code: 2, err: fmt.Errorf("unexpected arguments %q", fs.Args())}
-	}
-	return nil
-}
-
 // simStartupError prints an engine start-up failure as vLLM does (the
 // exception line on stderr) and exits 1.
 func simStartupError(stderr io.Writer, err error) error {

@@ -41,11 +41,8 @@ func runSimCalibrate(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		path, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return &exitError{code: 2}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if path == "" && fs.NArg() == 1 {
 		path = fs.Arg(0)

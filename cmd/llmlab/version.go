@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,14 +21,8 @@ func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.PrintDefaults()
 		fmt.Fprintln(stderr, versionExitCodes)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{code: 2, err: err}
-	}
-	if fs.NArg() > 0 {
-		return &exitError{code: 2, err: fmt.Errorf("unexpected arguments: %v", fs.Args())}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	b := observability.ReadBuild()
 	if *asJSON {
