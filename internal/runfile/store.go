@@ -35,9 +35,16 @@ func NextPath(dir, profile string, day time.Time) (string, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("list run files: %w", err)
 	}
+	name := fmt.Sprintf("%s_run%02d_%s.json", date, nextNumber(entries, runName, date), unsafeName.ReplaceAllString(ProfileName(profile), "-"))
+	return filepath.Join(dir, name), nil
+}
+
+// nextNumber is one more than the highest XX among the entries that name
+// matches on day date (name captures the date and XX), or 1.
+func nextNumber(entries []os.DirEntry, name *regexp.Regexp, date string) int {
 	next := 1
 	for _, e := range entries {
-		m := runName.FindStringSubmatch(e.Name())
+		m := name.FindStringSubmatch(e.Name())
 		if m == nil || m[1] != date {
 			continue
 		}
@@ -45,8 +52,7 @@ func NextPath(dir, profile string, day time.Time) (string, error) {
 			next = n + 1
 		}
 	}
-	name := fmt.Sprintf("%s_run%02d_%s.json", date, next, unsafeName.ReplaceAllString(ProfileName(profile), "-"))
-	return filepath.Join(dir, name), nil
+	return next
 }
 
 // Save writes rf under dir with the next free run name of today

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -232,17 +231,7 @@ func NewTunePath(dir string, day time.Time) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("list tune files: %w", err)
 		}
-		next := 1
-		for _, e := range entries {
-			m := tuneName.FindStringSubmatch(e.Name())
-			if m == nil || m[1] != date {
-				continue
-			}
-			if n, err := strconv.Atoi(m[2]); err == nil && n >= next {
-				next = n + 1
-			}
-		}
-		path := filepath.Join(dir, fmt.Sprintf("%s_tune%02d.json", date, next))
+		path := filepath.Join(dir, fmt.Sprintf("%s_tune%02d.json", date, nextNumber(entries, tuneName, date)))
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue
