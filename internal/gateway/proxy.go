@@ -180,10 +180,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, b
 }
 
 // armWrite gives the next write or flush to the client StreamWriteTimeout
-// to complete. Without it a client that stops reading (but keeps its
+// to complete (in a stream: the writes of one batch of events and their
+// flush). Without it a client that stops reading (but keeps its
 // connection open) blocks the relay forever once the socket buffers are
 // full, holding its dispatcher place and the worker's sequence. The
-// deadline is renewed before every write, so it bounds a stall, not the
+// deadline is renewed before every batch, so it bounds a stall, not the
 // length of a slow but progressing answer. The last deadline also bounds
 // net/http's final flush after the handler returns; net/http clears it
 // before the connection's next request. It costs no allocation.
@@ -294,13 +295,21 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 	br.Reset(resp.Body)
 	defer func() { br.Reset(nil); s.readers.Put(br) }()
 	var event []byte // the event being assembled, up to its blank line
+	// unflushed: events written since the last flush. The write deadline
+	// is armed once per flush, before the first write after the previous
+	// one: it then bounds that batch's writes and its flush together. A
+	// batch is at most what the reader already holds (32 KiB), so a client
+	// that stops reading is still cut off StreamWriteTimeout after the
+	// first write it does not take.
 	first, done, unflushed := true, false, false
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 && err != bufio.ErrBufferFull && isBlank(line) {
 			if len(event) > 0 {
 				event = append(event, '\n')
-				s.armWrite(rc)
+				if !unflushed {
+					s.armWrite(rc)
+				}
 				if _, werr := w.Write(event); werr != nil {
 					// The client is gone or stalled; returning closes the
 					// upstream body, which the worker sees as a disconnect.
@@ -324,7 +333,6 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 			continue // more is here already: send it with the same flush
 		}
 		if unflushed {
-			s.armWrite(rc)
 			if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
 				s.clientFailed(ferr, route)
 				return
