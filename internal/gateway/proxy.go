@@ -18,14 +18,6 @@ import (
 	"github.com/llmlab/llmlab/internal/validate"
 )
 
-// withAbort returns r with a context that also ends, with cause
-// errShutdown, when the shutdown grace has passed.
-func (s *Server) withAbort(r *http.Request) (*http.Request, func()) {
-	ctx, cancel := context.WithCancelCause(r.Context())
-	stop := context.AfterFunc(s.abort, func() { cancel(errShutdown) })
-	return r.WithContext(ctx), func() { stop(); cancel(nil) }
-}
-
 // clientGone reports whether r ended because its client left (not because
 // of a shutdown, which still owes the client an answer).
 func clientGone(r *http.Request) bool {
@@ -42,6 +34,11 @@ func readAll(r io.Reader, n int64) ([]byte, error) {
 	_, err := buf.ReadFrom(r)
 	return buf.Bytes(), err
 }
+
+var (
+	upstreamContentType = []string{"application/json"}
+	forwardedHeaders    = []string{"Accept", "Authorization", "X-Request-Id"} // canonical forms
+)
 
 // place is an admitted request's hold: a dispatcher slot and a worker
 // lease.
@@ -112,10 +109,12 @@ func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*htt
 		if err != nil {
 			return nil, badRequest(http.StatusInternalServerError, "internal", "build upstream request: %v", err)
 		}
-		req.Header.Set("Content-Type", "application/json")
-		for _, h := range []string{"Accept", "Authorization", "X-Request-Id"} {
-			if v := r.Header.Get(h); v != "" {
-				req.Header.Set(h, v)
+		// Header values are shared, not copied: neither the transport nor
+		// this code changes them, and each Set would allocate.
+		req.Header["Content-Type"] = upstreamContentType
+		for _, h := range forwardedHeaders {
+			if v := r.Header[h]; len(v) > 0 && v[0] != "" {
+				req.Header[h] = v[:1]
 			}
 		}
 		resp, err := s.upstream.Do(req)
@@ -150,8 +149,6 @@ func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*htt
 // forward runs a validated request through admit, the batching window,
 // upstream and relay; a failure before the relay goes to respond.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, body []byte, req validate.Request) {
-	r, end := s.withAbort(r)
-	defer end()
 	deadline, err := requestDeadline(r)
 	if err != nil {
 		s.respond(w, r, err)

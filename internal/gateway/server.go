@@ -169,7 +169,8 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 	m.QueueCapacity.Set(float64(s.disp.QueueCap()))
 	m.InFlightCapacity.Set(float64(s.disp.MaxInFlight()))
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, 32<<10) }
-	s.abort, s.abortNow = context.WithCancel(context.Background())
+	abort, cancelAbort := context.WithCancelCause(context.Background())
+	s.abort, s.abortNow = abort, func() { cancelAbort(errShutdown) }
 	s.limits = validationLimits(prof)
 	s.handler = s.guard(s.routes())
 	return s, nil
@@ -252,6 +253,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: s.set.ReadHeaderTimeout,
 		IdleTimeout:       s.set.IdleConnTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// Every request's context descends from abort, so the end of the
+		// shutdown grace cancels them all with cause errShutdown, at no
+		// per-request cost (no derived context, no AfterFunc).
+		BaseContext: func(net.Listener) context.Context { return s.abort },
 	}
 	tlsOn := s.set.TLSCert != ""
 	ln = newConnLimiter(ln, s.set.MaxConns, !tlsOn, func() {
