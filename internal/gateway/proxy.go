@@ -71,8 +71,8 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 	if err := s.ctl.policy.Check(p.start, load, deadline, s.ctl.tier() >= admission.TierShed); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeoutCause(r.Context(), s.set.ColdStartTimeout, errColdStartTimeout)
-	defer cancel()
+	ctx := &lazyDeadline{parent: r.Context(), deadline: p.start.Add(s.set.ColdStartTimeout), cause: errColdStartTimeout}
+	defer ctx.stop()
 	rel, waited, err := s.disp.Acquire(ctx)
 	p.queued = waited
 	// Every admission counts, a place found at once as 0 s, so the
