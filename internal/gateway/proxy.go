@@ -35,7 +35,12 @@ func readAll(r io.Reader, n int64) ([]byte, error) {
 	return buf.Bytes(), err
 }
 
+// Header values set on every request, shared rather than allocated by
+// Header.Set each time; nothing modifies them.
 var (
+	sseContentType      = []string{"text/event-stream; charset=utf-8"}
+	noCache             = []string{"no-cache"}
+	noBuffering         = []string{"no"}
 	upstreamContentType = []string{"application/json"}
 	forwardedHeaders    = []string{"Accept", "Authorization", "X-Request-Id"} // canonical forms
 )
@@ -277,9 +282,7 @@ func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route st
 // silent cut.
 func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.Response, route string, arrived time.Time) {
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	h["Content-Type"], h["Cache-Control"], h["X-Accel-Buffering"] = sseContentType, noCache, noBuffering
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	s.armWrite(rc)
