@@ -122,10 +122,11 @@ func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*htt
 				req.Header[h] = v[:1]
 			}
 		}
-		resp, err := s.upstream.Do(req)
+		resp, err := s.upstream.RoundTrip(req)
 		if err == nil {
 			return resp, nil
 		}
+		err = fmt.Errorf("POST %s: %w", req.URL, err)
 		if r.Context().Err() != nil {
 			return nil, &stageError{"sending to the worker", err} // shutdown or client gone
 		}

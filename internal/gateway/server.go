@@ -30,17 +30,20 @@ import (
 
 // Server is the gateway and the supervisor of its worker.
 type Server struct {
-	set      Settings
-	prof     profile.Profile
-	limits   validate.Limits // what the worker would refuse, from the profile
-	log      *slog.Logger
-	sup      *supervisor.Supervisor // the worker's lifecycle (admin, shutdown)
-	backend  Backend                // the request path's view of it
-	disp     Admitter
-	ctl      *control // overload policies
-	metrics  *observability.Metrics
-	obs      *observatory // recent requests and the SLO, for /status and /
-	upstream *http.Client
+	set     Settings
+	prof    profile.Profile
+	limits  validate.Limits // what the worker would refuse, from the profile
+	log     *slog.Logger
+	sup     *supervisor.Supervisor // the worker's lifecycle (admin, shutdown)
+	backend Backend                // the request path's view of it
+	disp    Admitter
+	ctl     *control // overload policies
+	metrics *observability.Metrics
+	obs     *observatory // recent requests and the SLO, for /status and /
+	// upstream is used through RoundTrip, not an http.Client: a proxy
+	// passes redirects through rather than following them, and the
+	// client's per-request header copier and URL clone are saved.
+	upstream *http.Transport
 	started  time.Time
 	handler  http.Handler
 	// readers recycles the 32 KiB read buffers of relayed streams.
@@ -142,7 +145,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 			m.QueueDepth.Set(float64(depth))
 			m.InFlight.Set(float64(inFlight))
 		}),
-		upstream: &http.Client{Transport: &http.Transport{
+		upstream: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			MaxIdleConns:        maxInFlight + 16,
 			MaxIdleConnsPerHost: maxInFlight + 16,
@@ -150,7 +153,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 			// Bodies pass through untouched; compression would only cost CPU
 			// on loopback.
 			DisableCompression: true,
-		}},
+		},
 	}
 	s.backend = sup
 	if s.obs, err = newObservatory(m, opt.SLO); err != nil {
