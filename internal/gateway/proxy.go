@@ -24,15 +24,29 @@ func clientGone(r *http.Request) bool {
 	return r.Context().Err() != nil && !errors.Is(context.Cause(r.Context()), errShutdown)
 }
 
-// readAll reads a body, sized up front when the length is known so a large
-// prompt costs one allocation.
+// readAll reads a body, sized up front when the length is known so a
+// prompt costs one allocation (bytes.Buffer.ReadFrom would grow it again to
+// keep 512 bytes free). The one spare byte lets a body that is longer than
+// declared reach the reader's own error instead of being cut silently.
 func readAll(r io.Reader, n int64) ([]byte, error) {
-	var buf bytes.Buffer
+	size := 512
 	if n > 0 && n < 16<<20 {
-		buf.Grow(int(n) + 1)
+		size = int(n) + 1
 	}
-	_, err := buf.ReadFrom(r)
-	return buf.Bytes(), err
+	b := make([]byte, 0, size)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow
+		}
+		m, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // Header values set on every request, shared rather than allocated by
