@@ -236,8 +236,15 @@ func workerCommand(p profile.Profile, set Settings, exe string, engine func() pr
 	return nil, fmt.Errorf("engine %q not supported", p.Engine)
 }
 
-// Handler is the gateway's HTTP handler (for tests and benchmarks).
+// Handler is the gateway's HTTP handler (for tests and benchmarks). Close
+// ends the requests in flight explicitly only where the serving
+// http.Server's BaseContext is BaseContext (Run's is).
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// BaseContext is the context every request's descends from: the end of the
+// shutdown grace (or Close) cancels it with cause errShutdown, so handlers
+// answer with an explicit error, at no per-request cost.
+func (s *Server) BaseContext(net.Listener) context.Context { return s.abort }
 
 // Supervisor exposes the worker's supervisor.
 func (s *Server) Supervisor() *supervisor.Supervisor { return s.sup }
@@ -259,7 +266,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		// Every request's context descends from abort, so the end of the
 		// shutdown grace cancels them all with cause errShutdown, at no
 		// per-request cost (no derived context, no AfterFunc).
-		BaseContext: func(net.Listener) context.Context { return s.abort },
+		BaseContext: s.BaseContext,
 	}
 	tlsOn := s.set.TLSCert != ""
 	ln = newConnLimiter(ln, s.set.MaxConns, !tlsOn, func() {
