@@ -18,30 +18,46 @@ import (
 	"github.com/llmlab/llmlab/internal/validate"
 )
 
-// withAbort returns r with a context that also ends, with cause
-// errShutdown, when the shutdown grace has passed.
-func (s *Server) withAbort(r *http.Request) (*http.Request, func()) {
-	ctx, cancel := context.WithCancelCause(r.Context())
-	stop := context.AfterFunc(s.abort, func() { cancel(errShutdown) })
-	return r.WithContext(ctx), func() { stop(); cancel(nil) }
-}
-
 // clientGone reports whether r ended because its client left (not because
 // of a shutdown, which still owes the client an answer).
 func clientGone(r *http.Request) bool {
 	return r.Context().Err() != nil && !errors.Is(context.Cause(r.Context()), errShutdown)
 }
 
-// readAll reads a body, sized up front when the length is known so a large
-// prompt costs one allocation.
+// readAll reads a body, sized up front when the length is known so a
+// prompt costs one allocation (bytes.Buffer.ReadFrom would grow it again to
+// keep 512 bytes free). The one spare byte lets a body that is longer than
+// declared reach the reader's own error instead of being cut silently.
 func readAll(r io.Reader, n int64) ([]byte, error) {
-	var buf bytes.Buffer
+	size := 512
 	if n > 0 && n < 16<<20 {
-		buf.Grow(int(n) + 1)
+		size = int(n) + 1
 	}
-	_, err := buf.ReadFrom(r)
-	return buf.Bytes(), err
+	b := make([]byte, 0, size)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow
+		}
+		m, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
+
+// Header values set on every request, shared rather than allocated by
+// Header.Set each time; nothing modifies them.
+var (
+	sseContentType      = []string{"text/event-stream; charset=utf-8"}
+	noCache             = []string{"no-cache"}
+	noBuffering         = []string{"no"}
+	upstreamContentType = []string{"application/json"}
+	forwardedHeaders    = []string{"Accept", "Authorization", "X-Request-Id"} // canonical forms
+)
 
 // place is an admitted request's hold: a dispatcher slot and a worker
 // lease.
@@ -74,8 +90,8 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 	if err := s.ctl.policy.Check(p.start, load, deadline, s.ctl.tier() >= admission.TierShed); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeoutCause(r.Context(), s.set.ColdStartTimeout, errColdStartTimeout)
-	defer cancel()
+	ctx := &lazyDeadline{parent: r.Context(), deadline: p.start.Add(s.set.ColdStartTimeout), cause: errColdStartTimeout}
+	defer ctx.stop()
 	rel, waited, err := s.disp.Acquire(ctx)
 	p.queued = waited
 	// Every admission counts, a place found at once as 0 s, so the
@@ -112,16 +128,19 @@ func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*htt
 		if err != nil {
 			return nil, badRequest(http.StatusInternalServerError, "internal", "build upstream request: %v", err)
 		}
-		req.Header.Set("Content-Type", "application/json")
-		for _, h := range []string{"Accept", "Authorization", "X-Request-Id"} {
-			if v := r.Header.Get(h); v != "" {
-				req.Header.Set(h, v)
+		// Header values are shared, not copied: neither the transport nor
+		// this code changes them, and each Set would allocate.
+		req.Header["Content-Type"] = upstreamContentType
+		for _, h := range forwardedHeaders {
+			if v := r.Header[h]; len(v) > 0 && v[0] != "" {
+				req.Header[h] = v[:1]
 			}
 		}
-		resp, err := s.upstream.Do(req)
+		resp, err := s.upstream.RoundTrip(req)
 		if err == nil {
 			return resp, nil
 		}
+		err = fmt.Errorf("POST %s: %w", req.URL, err)
 		if r.Context().Err() != nil {
 			return nil, &stageError{"sending to the worker", err} // shutdown or client gone
 		}
@@ -150,8 +169,6 @@ func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*htt
 // forward runs a validated request through admit, the batching window,
 // upstream and relay; a failure before the relay goes to respond.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, body []byte, req validate.Request) {
-	r, end := s.withAbort(r)
-	defer end()
 	deadline, err := requestDeadline(r)
 	if err != nil {
 		s.respond(w, r, err)
@@ -180,10 +197,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, b
 }
 
 // armWrite gives the next write or flush to the client StreamWriteTimeout
-// to complete. Without it a client that stops reading (but keeps its
+// to complete (in a stream: the writes of one batch of events and their
+// flush). Without it a client that stops reading (but keeps its
 // connection open) blocks the relay forever once the socket buffers are
 // full, holding its dispatcher place and the worker's sequence. The
-// deadline is renewed before every write, so it bounds a stall, not the
+// deadline is renewed before every batch, so it bounds a stall, not the
 // length of a slow but progressing answer. The last deadline also bounds
 // net/http's final flush after the handler returns; net/http clears it
 // before the connection's next request. It costs no allocation.
@@ -279,9 +297,7 @@ func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route st
 // silent cut.
 func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.Response, route string, arrived time.Time) {
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	h["Content-Type"], h["Cache-Control"], h["X-Accel-Buffering"] = sseContentType, noCache, noBuffering
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	s.armWrite(rc)
@@ -294,13 +310,21 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 	br.Reset(resp.Body)
 	defer func() { br.Reset(nil); s.readers.Put(br) }()
 	var event []byte // the event being assembled, up to its blank line
+	// unflushed: events written since the last flush. The write deadline
+	// is armed once per flush, before the first write after the previous
+	// one: it then bounds that batch's writes and its flush together. A
+	// batch is at most what the reader already holds (32 KiB), so a client
+	// that stops reading is still cut off StreamWriteTimeout after the
+	// first write it does not take.
 	first, done, unflushed := true, false, false
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 && err != bufio.ErrBufferFull && isBlank(line) {
 			if len(event) > 0 {
 				event = append(event, '\n')
-				s.armWrite(rc)
+				if !unflushed {
+					s.armWrite(rc)
+				}
 				if _, werr := w.Write(event); werr != nil {
 					// The client is gone or stalled; returning closes the
 					// upstream body, which the worker sees as a disconnect.
@@ -324,7 +348,6 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 			continue // more is here already: send it with the same flush
 		}
 		if unflushed {
-			s.armWrite(rc)
 			if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
 				s.clientFailed(ferr, route)
 				return

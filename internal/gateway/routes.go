@@ -288,8 +288,6 @@ type generateTimings struct {
 
 func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	t0 := time.Now()
-	r, end := s.withAbort(r)
-	defer end()
 	out, err := s.generate(w, r, t0)
 	if err != nil {
 		s.respond(w, r, err)

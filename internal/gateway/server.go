@@ -30,17 +30,20 @@ import (
 
 // Server is the gateway and the supervisor of its worker.
 type Server struct {
-	set      Settings
-	prof     profile.Profile
-	limits   validate.Limits // what the worker would refuse, from the profile
-	log      *slog.Logger
-	sup      *supervisor.Supervisor // the worker's lifecycle (admin, shutdown)
-	backend  Backend                // the request path's view of it
-	disp     Admitter
-	ctl      *control // overload policies
-	metrics  *observability.Metrics
-	obs      *observatory // recent requests and the SLO, for /status and /
-	upstream *http.Client
+	set     Settings
+	prof    profile.Profile
+	limits  validate.Limits // what the worker would refuse, from the profile
+	log     *slog.Logger
+	sup     *supervisor.Supervisor // the worker's lifecycle (admin, shutdown)
+	backend Backend                // the request path's view of it
+	disp    Admitter
+	ctl     *control // overload policies
+	metrics *observability.Metrics
+	obs     *observatory // recent requests and the SLO, for /status and /
+	// upstream is used through RoundTrip, not an http.Client: a proxy
+	// passes redirects through rather than following them, and the
+	// client's per-request header copier and URL clone are saved.
+	upstream *http.Transport
 	started  time.Time
 	handler  http.Handler
 	// readers recycles the 32 KiB read buffers of relayed streams.
@@ -142,7 +145,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 			m.QueueDepth.Set(float64(depth))
 			m.InFlight.Set(float64(inFlight))
 		}),
-		upstream: &http.Client{Transport: &http.Transport{
+		upstream: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			MaxIdleConns:        maxInFlight + 16,
 			MaxIdleConnsPerHost: maxInFlight + 16,
@@ -150,7 +153,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 			// Bodies pass through untouched; compression would only cost CPU
 			// on loopback.
 			DisableCompression: true,
-		}},
+		},
 	}
 	s.backend = sup
 	if s.obs, err = newObservatory(m, opt.SLO); err != nil {
@@ -169,7 +172,8 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 	m.QueueCapacity.Set(float64(s.disp.QueueCap()))
 	m.InFlightCapacity.Set(float64(s.disp.MaxInFlight()))
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, 32<<10) }
-	s.abort, s.abortNow = context.WithCancel(context.Background())
+	abort, cancelAbort := context.WithCancelCause(context.Background())
+	s.abort, s.abortNow = abort, func() { cancelAbort(errShutdown) }
 	s.limits = validationLimits(prof)
 	s.handler = s.guard(s.routes())
 	return s, nil
@@ -232,8 +236,15 @@ func workerCommand(p profile.Profile, set Settings, exe string, engine func() pr
 	return nil, fmt.Errorf("engine %q not supported", p.Engine)
 }
 
-// Handler is the gateway's HTTP handler (for tests and benchmarks).
+// Handler is the gateway's HTTP handler (for tests and benchmarks). Close
+// ends the requests in flight explicitly only where the serving
+// http.Server's BaseContext is BaseContext (Run's is).
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// BaseContext is the context every request's descends from: the end of the
+// shutdown grace (or Close) cancels it with cause errShutdown, so handlers
+// answer with an explicit error, at no per-request cost.
+func (s *Server) BaseContext(net.Listener) context.Context { return s.abort }
 
 // Supervisor exposes the worker's supervisor.
 func (s *Server) Supervisor() *supervisor.Supervisor { return s.sup }
@@ -252,6 +263,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: s.set.ReadHeaderTimeout,
 		IdleTimeout:       s.set.IdleConnTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// Every request's context descends from abort, so the end of the
+		// shutdown grace cancels them all with cause errShutdown, at no
+		// per-request cost (no derived context, no AfterFunc).
+		BaseContext: s.BaseContext,
 	}
 	tlsOn := s.set.TLSCert != ""
 	ln = newConnLimiter(ln, s.set.MaxConns, !tlsOn, func() {
