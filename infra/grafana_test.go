@@ -9,7 +9,7 @@ import (
 
 	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
 	sdkdashboard "github.com/grafana/grafana-foundation-sdk/go/dashboard"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/llmlab/llmlab/internal/observability/dashboard"
 	"github.com/llmlab/llmlab/internal/slo"

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/llmlab/llmlab/internal/openai"
 	"github.com/llmlab/llmlab/internal/profile"

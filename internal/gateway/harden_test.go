@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/profile"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // do sends one request with the given headers and returns status, headers
