@@ -576,7 +576,8 @@ func waitFor(t *testing.T, cond func() bool) {
 // TestShutdownGraceExpiryEndsRequestsExplicitly: requests still running when
 // the shutdown grace runs out end with an explicit error (an error event
 // and [DONE] mid-stream, a JSON 503 otherwise), not a silently cut
-// connection.
+// connection; and they are told to retry: a 503 with Retry-After, and
+// mid-stream an error event typed 503, not a worker (502) failure.
 func TestShutdownGraceExpiryEndsRequestsExplicitly(t *testing.T) {
 	f := newFakeWorker(t)
 	f.gate = make(chan struct{}) // streams stall after their first event
@@ -613,7 +614,7 @@ func TestShutdownGraceExpiryEndsRequestsExplicitly(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		plain <- fmt.Sprint(resp.StatusCode, " ", string(b))
+		plain <- fmt.Sprint(resp.StatusCode, " ", resp.Header.Get("Retry-After"), " ", string(b))
 	}()
 	waitFor(t, func() bool { return f.running.Load() == 2 })
 	cancel()
@@ -623,8 +624,11 @@ func TestShutdownGraceExpiryEndsRequestsExplicitly(t *testing.T) {
 	if len(evs) < 2 || !strings.Contains(evs[len(evs)-2], `"error"`) || evs[len(evs)-1] != "data: [DONE]" {
 		t.Errorf("stream cut at shutdown without an error event and [DONE]: %q", rest)
 	}
-	if got := <-plain; !strings.HasPrefix(got, "503 ") || !strings.Contains(got, "shutting down") {
-		t.Errorf("non-stream request at shutdown: %s; want a 503 JSON error", got)
+	if !strings.Contains(string(rest), `"code":503`) || !strings.Contains(string(rest), "ServiceUnavailableError") {
+		t.Errorf("stream cut by shutdown: %q, want a 503-typed error event", rest)
+	}
+	if got := <-plain; !strings.HasPrefix(got, "503 1 ") || !strings.Contains(got, "shutting down") {
+		t.Errorf("non-stream request at shutdown: %s; want a 503 JSON error with Retry-After 1", got)
 	}
 	if err := <-ran; err != nil {
 		t.Fatalf("Run: %v", err)

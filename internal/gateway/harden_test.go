@@ -374,42 +374,6 @@ func TestReadiness(t *testing.T) {
 	}
 }
 
-// Requests cut by a shutdown are told to retry: a 503 with Retry-After,
-// and mid-stream an error event typed 503, not a worker (502) failure.
-func TestShutdownCutsAreRetryable(t *testing.T) {
-	f := newFakeWorker(t)
-	f.gate = make(chan struct{})
-	f.block = make(chan struct{})
-	_, gw, cancel, ran := runGateway(t, f.ts.URL, func(s *Settings) { s.ShutdownTimeout = 300 * time.Millisecond })
-	resp, err := http.Post(gw+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"hi","stream":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	readEvent(t, br)
-	plain := make(chan string, 1)
-	go func() {
-		resp, err := http.Post(gw+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"hi"}`))
-		if err != nil {
-			plain <- err.Error()
-			return
-		}
-		defer resp.Body.Close()
-		plain <- fmt.Sprint(resp.StatusCode, " ", resp.Header.Get("Retry-After"))
-	}()
-	waitFor(t, func() bool { return f.running.Load() == 2 })
-	cancel()
-	rest, _ := io.ReadAll(br)
-	if !strings.Contains(string(rest), `"code":503`) || !strings.Contains(string(rest), "ServiceUnavailableError") {
-		t.Errorf("stream cut by shutdown: %q, want a 503-typed error event", rest)
-	}
-	if got := <-plain; got != "503 1" {
-		t.Errorf("plain request cut by shutdown: %q, want 503 with Retry-After 1", got)
-	}
-	<-ran
-}
-
 func TestUnknownSimSpecFailsAtStart(t *testing.T) {
 	for _, c := range []struct{ gpu, model, want string }{
 		{"gtx-9999", "qwen2.5-0.5b", "unknown GPU"},
