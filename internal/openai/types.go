@@ -120,17 +120,9 @@ type CompletionRequest struct {
 	// Logprobs asks for the log-probabilities of the chosen token and of
 	// this many most likely alternatives at each position.
 	Logprobs *int `json:"logprobs,omitempty"`
-	// vLLM's sampling extensions.
-	PresencePenalty   *float64 `json:"presence_penalty,omitempty"`
-	FrequencyPenalty  *float64 `json:"frequency_penalty,omitempty"`
-	RepetitionPenalty *float64 `json:"repetition_penalty,omitempty"`
-	TopK              *int     `json:"top_k,omitempty"`
-	MinP              *float64 `json:"min_p,omitempty"`
-	// StopTokenIDs end the generation when the model emits one of them; the
-	// id is reported as stop_reason.
-	StopTokenIDs []int `json:"stop_token_ids,omitempty"`
-	IgnoreEOS    bool  `json:"ignore_eos,omitempty"`
-	MinTokens    *int  `json:"min_tokens,omitempty"`
+	VLLMSampling
+	IgnoreEOS bool `json:"ignore_eos,omitempty"`
+	MinTokens *int `json:"min_tokens,omitempty"`
 }
 
 // ChatMessage is one message of a chat request. Content may be a string or a
@@ -199,17 +191,9 @@ type ChatCompletionRequest struct {
 	// for that many alternatives at each position too.
 	Logprobs    bool `json:"logprobs,omitempty"`
 	TopLogprobs *int `json:"top_logprobs,omitempty"`
-	// vLLM's sampling extensions.
-	PresencePenalty   *float64 `json:"presence_penalty,omitempty"`
-	FrequencyPenalty  *float64 `json:"frequency_penalty,omitempty"`
-	RepetitionPenalty *float64 `json:"repetition_penalty,omitempty"`
-	TopK              *int     `json:"top_k,omitempty"`
-	MinP              *float64 `json:"min_p,omitempty"`
-	// StopTokenIDs end the generation when the model emits one of them; the
-	// id is reported as stop_reason.
-	StopTokenIDs []int `json:"stop_token_ids,omitempty"`
-	IgnoreEOS    bool  `json:"ignore_eos,omitempty"`
-	MinTokens    *int  `json:"min_tokens,omitempty"`
+	VLLMSampling
+	IgnoreEOS bool `json:"ignore_eos,omitempty"`
+	MinTokens *int `json:"min_tokens,omitempty"`
 }
 
 // Usage is the token accounting vLLM returns.
@@ -407,4 +391,17 @@ type ChatTopLogprob struct {
 	Token   string  `json:"token"`
 	Logprob float64 `json:"logprob"`
 	Bytes   []int   `json:"bytes"`
+}
+
+// VLLMSampling are vLLM's sampling extensions that completions and chat
+// requests share (embedded: their JSON fields sit at the top level).
+type VLLMSampling struct {
+	PresencePenalty   *float64 `json:"presence_penalty,omitempty"`
+	FrequencyPenalty  *float64 `json:"frequency_penalty,omitempty"`
+	RepetitionPenalty *float64 `json:"repetition_penalty,omitempty"`
+	TopK              *int     `json:"top_k,omitempty"`
+	MinP              *float64 `json:"min_p,omitempty"`
+	// StopTokenIDs end the generation when the model emits one of them; the
+	// id is reported as stop_reason.
+	StopTokenIDs []int `json:"stop_token_ids,omitempty"`
 }

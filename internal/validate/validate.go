@@ -166,9 +166,7 @@ func Completion(body []byte, lim Limits) (Request, *Error) {
 	}
 	s := sampling{
 		n: req.N, temp: req.Temperature, topP: req.TopP, seed: req.Seed, minTokens: req.MinTokens,
-		so: req.StreamOptions, stop: req.Stop, stopIDs: req.StopTokenIDs,
-		presence: req.PresencePenalty, frequency: req.FrequencyPenalty, repetition: req.RepetitionPenalty,
-		topK: req.TopK, minP: req.MinP,
+		so: req.StreamOptions, stop: req.Stop, ext: req.VLLMSampling,
 	}
 	if e := s.apply(&r, lim); e != nil {
 		return r, e
@@ -215,9 +213,7 @@ func Chat(body []byte, lim Limits) (Request, *Error) {
 	}
 	s := sampling{
 		n: req.N, temp: req.Temperature, topP: req.TopP, seed: req.Seed, minTokens: req.MinTokens,
-		so: req.StreamOptions, stop: req.Stop, stopIDs: req.StopTokenIDs,
-		presence: req.PresencePenalty, frequency: req.FrequencyPenalty, repetition: req.RepetitionPenalty,
-		topK: req.TopK, minP: req.MinP,
+		so: req.StreamOptions, stop: req.Stop, ext: req.VLLMSampling,
 	}
 	if e := s.apply(&r, lim); e != nil {
 		return r, e
@@ -302,16 +298,13 @@ func checkMaxLogprobs(n int, lim Limits) *Error {
 
 // sampling holds the sampling fields that completions and chat share.
 type sampling struct {
-	n                               *int
-	temp, topP                      *float64
-	seed                            *int64
-	minTokens                       *int
-	so                              *openai.StreamOptions
-	stop                            json.RawMessage
-	stopIDs                         []int
-	presence, frequency, repetition *float64
-	topK                            *int
-	minP                            *float64
+	n          *int
+	temp, topP *float64
+	seed       *int64
+	minTokens  *int
+	so         *openai.StreamOptions
+	stop       json.RawMessage
+	ext        openai.VLLMSampling
 }
 
 // apply validates the sampling parameters with vLLM's messages
@@ -328,13 +321,13 @@ func (s sampling) apply(r *Request, lim Limits) *Error {
 	for _, p := range []struct {
 		name string
 		v    *float64
-	}{{"presence_penalty", s.presence}, {"frequency_penalty", s.frequency}} {
+	}{{"presence_penalty", s.ext.PresencePenalty}, {"frequency_penalty", s.ext.FrequencyPenalty}} {
 		if p.v != nil && (*p.v < -2 || *p.v > 2) {
 			return badf("%s must be in [-2, 2], got %v.", p.name, *p.v)
 		}
 	}
-	if s.repetition != nil && *s.repetition <= 0 {
-		return badf("repetition_penalty must be greater than zero, got %v.", *s.repetition)
+	if s.ext.RepetitionPenalty != nil && *s.ext.RepetitionPenalty <= 0 {
+		return badf("repetition_penalty must be greater than zero, got %v.", *s.ext.RepetitionPenalty)
 	}
 	r.Temperature = 1.0 // vLLM's default when the field is omitted
 	if s.temp != nil {
@@ -346,11 +339,11 @@ func (s sampling) apply(r *Request, lim Limits) *Error {
 	if s.topP != nil && (*s.topP <= 0 || *s.topP > 1) {
 		return badf("top_p must be in (0, 1], got %v.", *s.topP)
 	}
-	if s.topK != nil && *s.topK < -1 {
-		return badf("top_k must be 0 (disable), or at least 1, got %d.", *s.topK)
+	if s.ext.TopK != nil && *s.ext.TopK < -1 {
+		return badf("top_k must be 0 (disable), or at least 1, got %d.", *s.ext.TopK)
 	}
-	if s.minP != nil && (*s.minP < 0 || *s.minP > 1) {
-		return badf("min_p must be in [0, 1], got %v.", *s.minP)
+	if s.ext.MinP != nil && (*s.ext.MinP < 0 || *s.ext.MinP > 1) {
+		return badf("min_p must be in [0, 1], got %v.", *s.ext.MinP)
 	}
 	r.Seed = s.seed
 	if s.minTokens != nil {
@@ -370,10 +363,10 @@ func (s sampling) apply(r *Request, lim Limits) *Error {
 		return e
 	}
 	r.Stop = stop
-	if e := checkIDs(s.stopIDs, lim); e != nil {
+	if e := checkIDs(s.ext.StopTokenIDs, lim); e != nil {
 		return e
 	}
-	r.StopTokenIDs = s.stopIDs
+	r.StopTokenIDs = s.ext.StopTokenIDs
 	return nil
 }
 
