@@ -48,6 +48,7 @@ type options struct {
 	nginxWorkers           string
 	jsonOut                string
 	proxyCPUs, backendCPUs string
+	cpuProfile             string
 }
 
 func main() {
@@ -65,6 +66,7 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "also write the figures as JSON to this file")
 	flag.StringVar(&o.proxyCPUs, "proxy-cpus", "", "taskset CPU list for the proxy (empty: no pinning)")
 	flag.StringVar(&o.backendCPUs, "backend-cpus", "", "taskset CPU list for the backend (empty: no pinning)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of llmlab serve during its closed-loop run to this file (serve runs with --pprof)")
 	flag.Parse()
 	if o.backend == "" {
 		fmt.Fprintln(os.Stderr, "sidebyside: --backend is required")
@@ -81,6 +83,7 @@ type target struct {
 	name string
 	url  string
 	pid  int // the proxy's process (0 for direct)
+	profile string // --cpuprofile: where to write its closed-loop CPU profile
 }
 
 // figures are one target's results.
@@ -128,13 +131,17 @@ func run(o options) error {
 	if err := os.WriteFile(prof, []byte(profileYAML(beAddr)), 0o644); err != nil {
 		return err
 	}
-	gw, gwURL, err := startPrinting(ctx, o.proxyCPUs, o.llmlab, "listening on ", "serve", "--profile", prof, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn")
+	gwArgs := []string{"serve", "--profile", prof, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn"}
+	if o.cpuProfile != "" {
+		gwArgs = append(gwArgs, "--pprof")
+	}
+	gw, gwURL, err := startPrinting(ctx, o.proxyCPUs, o.llmlab, "listening on ", gwArgs...)
 	if err != nil {
 		return fmt.Errorf("llmlab serve: %w", err)
 	}
 	defer stop(gw)
 	gwURL, _, _ = strings.Cut(gwURL, " ")
-	targets = append(targets, target{name: "llmlab serve", url: gwURL, pid: gw.Process.Pid})
+	targets = append(targets, target{name: "llmlab serve", url: gwURL, pid: gw.Process.Pid, profile: o.cpuProfile})
 
 	if ngx := findNginx(o.nginx); ngx != "" {
 		ng, url, err := startNginx(ctx, o, ngx, dir, beAddr)
@@ -170,7 +177,11 @@ func run(o options) error {
 				return fmt.Errorf("%s warm-up: %w", t.name, err)
 			}
 		}
+		prof := startProfile(ctx, t, o.duration)
 		res, cpu, beCPU, err := measure(ctx, o, t, be.Process.Pid, bench.Config{Concurrency: o.concurrency})
+		if perr := prof(); perr != nil {
+			return fmt.Errorf("%s CPU profile: %w", t.name, perr)
+		}
 		if err != nil {
 			return fmt.Errorf("%s closed loop: %w", t.name, err)
 		}
@@ -240,6 +251,49 @@ func printStreams(w io.Writer, out []figures, conc int) {
 		fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.3f\t%.3f\t%+.3f\t\n", f.Name, cpu, f.ClosedTTFTp99ms, f.OpenTTFTp50ms, f.OpenTTFTp99ms, f.AddedTTFTp99ms)
 	}
 	_ = tw.Flush()
+}
+
+// startProfile fetches a CPU profile of t over the steady part of a run
+// of length d (after its 1 s warm-up) into t.profile, in the background;
+// the function it returns waits for it. A no-op when t.profile is empty.
+func startProfile(ctx context.Context, t target, d time.Duration) func() error {
+	if t.profile == "" {
+		return func() error { return nil }
+	}
+	secs := max(1, int((d-2*time.Second)/time.Second))
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			select {
+			case <-time.After(time.Second + 500*time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/admin/debug/pprof/profile?seconds=%d", t.url, secs), nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("GET profile: %s", resp.Status)
+			}
+			f, err := os.Create(t.profile)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(f, resp.Body); err != nil {
+				f.Close()
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "%s: CPU profile of the closed loop (%d s) in %s\n", t.name, secs, t.profile)
+			return f.Close()
+		}()
+	}()
+	return func() error { return <-done }
 }
 
 // measure runs one bench configuration against t and returns its result
