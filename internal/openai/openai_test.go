@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +140,47 @@ func TestTopLogprobsKeepsRankOrder(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`[1]`), &out); err == nil {
 		t.Fatal("a list decoded as top_logprobs")
+	}
+}
+
+// FuzzPromptTokenList checks the flat token-list fast path against
+// encoding/json: whatever parseIntList accepts, encoding/json decodes to
+// the same ids, and a Prompt decoded either way agrees.
+func FuzzPromptTokenList(f *testing.F) {
+	for _, s := range []string{`[1,2,3]`, `[ -0 , 7 ]`, `[01]`, `[1.0]`, `[1e3]`, `[9223372036854775807]`,
+		`[9223372036854775808]`, `[-9223372036854775808]`, `[1,]`, `[,1]`, `[1 2]`, "[\t1\n,\r2 ]", `[-]`, `[]`, `[[1]]`, `["a"]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ids, ok := parseIntList(b)
+		var want []int
+		err := json.Unmarshal(b, &want)
+		if ok && (err != nil || !slices.Equal(ids, want)) {
+			t.Fatalf("%q: fast path %v, encoding/json %v, %v", b, ids, want, err)
+		}
+		var p Prompt
+		if perr := p.UnmarshalJSON(b); ok && (perr != nil || !slices.Equal(p.TokenIDs, want) || !p.IsTokens || p.Count != 1) {
+			t.Fatalf("%q: prompt %+v, %v", b, p, perr)
+		}
+	})
+}
+
+func TestPromptTokenListFastPath(t *testing.T) {
+	for in, want := range map[string][]int{`[1,2,3]`: {1, 2, 3}, `[ -0 , 7 ]`: {0, 7}, "[\t1\n,\r2 ]": {1, 2}, `[9223372036854775807]`: {9223372036854775807}} {
+		if got, ok := parseIntList([]byte(in)); !ok || !slices.Equal(got, want) {
+			t.Errorf("%s: %v, %v", in, got, ok)
+		}
+	}
+	// Left to encoding/json, which decides (and words the errors).
+	for _, in := range []string{`[01]`, `[1.0]`, `[1e3]`, `[9223372036854775808]`, `[1,]`, `[1 2]`, `[]`, `[-]`, `[[1]]`, `[1,"x"]`} {
+		if got, ok := parseIntList([]byte(in)); ok {
+			t.Errorf("%s: fast path took it as %v", in, got)
+		}
+	}
+	var p Prompt
+	if err := json.Unmarshal([]byte(`{"p":[1.5]}`), &struct {
+		P *Prompt `json:"p"`
+	}{&p}); err == nil || !strings.Contains(err.Error(), "token list must hold only integers") {
+		t.Errorf("[1.5]: %v", err)
 	}
 }

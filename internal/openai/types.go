@@ -49,6 +49,15 @@ func (p *Prompt) UnmarshalJSON(b []byte) error {
 		*p = Prompt{Text: s, Count: 1}
 		return nil
 	case '[':
+		// The common shape (a flat list of token ids, as every benchmark
+		// client sends) is parsed directly: through encoding/json it cost
+		// ~150 µs and 230 allocations for 200 ids, more than the rest of
+		// the gateway's work on a request. Anything the fast path does not
+		// accept goes the general way below, which gives the errors.
+		if ids, ok := parseIntList(b); ok {
+			*p = Prompt{TokenIDs: ids, IsTokens: true, Count: 1}
+			return nil
+		}
 		var raw []json.RawMessage
 		if err := json.Unmarshal(b, &raw); err != nil {
 			return err
@@ -404,4 +413,61 @@ type VLLMSampling struct {
 	// StopTokenIDs end the generation when the model emits one of them; the
 	// id is reported as stop_reason.
 	StopTokenIDs []int `json:"stop_token_ids,omitempty"`
+}
+
+// parseIntList parses a JSON array of integers written plainly (optional
+// minus, no leading zeros, no fraction or exponent) that fit in an int; ok
+// is false for anything else, including an empty list, and the caller then
+// decodes b with encoding/json.
+func parseIntList(b []byte) (ids []int, ok bool) {
+	if len(b) < 3 || b[0] != '[' || b[len(b)-1] != ']' {
+		return nil, false
+	}
+	ids = make([]int, 0, bytes.Count(b, []byte{','})+1)
+	i := 1
+	for {
+		i = skipSpace(b, i)
+		neg := i < len(b) && b[i] == '-'
+		if neg {
+			i++
+		}
+		digits := i
+		v := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			d := int(b[i] - '0')
+			if v > (maxInt-d)/10 {
+				return nil, false // overflow: the slow path reports it
+			}
+			v = v*10 + d
+			i++
+		}
+		if i == digits || (b[digits] == '0' && i-digits > 1) {
+			return nil, false // no digits, or a leading zero
+		}
+		if neg {
+			v = -v
+		}
+		ids = append(ids, v)
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return nil, false
+		}
+		switch b[i] {
+		case ',':
+			i++
+		case ']':
+			return ids, i == len(b)-1
+		default:
+			return nil, false
+		}
+	}
+}
+
+const maxInt = int(^uint(0) >> 1)
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }

@@ -2,6 +2,7 @@ package validate
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -134,5 +135,30 @@ func BenchmarkChat200(b *testing.B) {
 		if _, e := Chat(body, lim); e != nil {
 			b.Fatal(e.Error.Message)
 		}
+	}
+}
+
+// BenchmarkCompletionTokens is validating a /v1/completions body whose
+// prompt is n token ids, as `llmlab bench` sends (16: the side-by-side
+// proxy run; 200: the lab's workload).
+func BenchmarkCompletionTokens(b *testing.B) {
+	for _, n := range []int{16, 200} {
+		ids := make([]int, n)
+		for i := range ids {
+			ids[i] = 1000 + i*37
+		}
+		body, _ := json.Marshal(map[string]any{
+			"model": "m", "prompt": ids, "max_tokens": 200, "stream": true, "ignore_eos": true,
+			"temperature": 0, "stream_options": map[string]bool{"include_usage": true},
+		})
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, e := Completion(body, lim); e != nil {
+					b.Fatal(e.Error.Message)
+				}
+			}
+		})
 	}
 }
