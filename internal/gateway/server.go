@@ -256,7 +256,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// No WriteTimeout: it counts from the request's arrival, so it would
 	// cut requests held through a cold start; plain answers get their
 	// deadline when they start (relayPlain), stream events each theirs
-	// (armWrite). No ReadTimeout: headers and body have separate bounds
+	// (streamDeadline). No ReadTimeout: headers and body have separate bounds
 	// (ReadHeaderTimeout, and limitBody's, which answers 408).
 	srv := &http.Server{
 		Handler:           s.handler,

@@ -196,7 +196,7 @@ func (s *Settings) Knobs() []Knob {
 		{"queue_max", "most requests waiting for a place; beyond it 429", &s.QueueMax},
 		{"max_in_flight", "most requests sent to the worker at once (0: the profile's max_num_seqs)", &s.MaxInFlight},
 		{"max_body_bytes", "largest request body accepted; beyond it 413", &s.MaxBodyBytes},
-		{"stream_write_timeout", "longest a single write of an answer (the stream events already received from the worker, flushed together, or a piece of a body) to a client may block; a client that stops reading for longer loses its request (error reason client_stalled), which frees its place and the worker's sequence (0: wait forever)", &s.StreamWriteTimeout},
+		{"stream_write_timeout", "longest a single write of an answer (the stream events already received from the worker, flushed together, or a piece of a body) to a client may block; a client that stops reading for longer (in a stream: for 7/8 of it to all of it, as the deadline is renewed lazily) loses its request (error reason client_stalled), which frees its place and the worker's sequence (0: wait forever)", &s.StreamWriteTimeout},
 		{"shutdown_timeout", "on SIGTERM, grace for in-flight requests", &s.ShutdownTimeout},
 		{"drain_timeout", "before a worker stop, grace for in-flight requests", &s.DrainTimeout},
 		{"stop_grace", "time between SIGTERM and SIGKILL for the worker", &s.StopGrace},
