@@ -9,6 +9,7 @@ import (
 	"github.com/llmlab/llmlab/internal/observability"
 	"github.com/llmlab/llmlab/internal/slo"
 	"github.com/llmlab/llmlab/internal/supervisor"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // inferenceRoutes are the routes whose latency is the service's: the SLO,
@@ -30,6 +31,9 @@ type observatory struct {
 	objective slo.Objective
 	recent    *observability.Window
 	started   time.Time
+	// latOK is each inference route's latency series for answered
+	// requests, looked up once rather than per request.
+	latOK map[string]prometheus.Observer
 }
 
 func newObservatory(m *observability.Metrics, obj *slo.Objective) (*observatory, error) {
@@ -52,10 +56,12 @@ func newObservatory(m *observability.Metrics, obj *slo.Objective) (*observatory,
 	// ratio is then 0 rather than absent before the first error, and the
 	// first error is not lost to rate() (a series born at 1 shows no
 	// increase).
+	o.latOK = make(map[string]prometheus.Observer, len(inferenceRoutes))
 	for r := range inferenceRoutes {
 		for _, out := range []string{observability.OutcomeOK, observability.OutcomeRejected, observability.OutcomeError} {
 			m.Latency.WithLabelValues(r, out)
 		}
+		o.latOK[r] = m.Latency.WithLabelValues(r, observability.OutcomeOK)
 	}
 	return o, nil
 }
@@ -70,7 +76,11 @@ func (s *Server) observe(route string, code int, start time.Time) {
 	now := time.Now()
 	d := now.Sub(start)
 	out := observability.Outcome(code)
-	s.metrics.Latency.WithLabelValues(route, out).Observe(d.Seconds())
+	lat := s.obs.latOK[route]
+	if out != observability.OutcomeOK {
+		lat = s.metrics.Latency.WithLabelValues(route, out)
+	}
+	lat.Observe(d.Seconds())
 	s.obs.recent.Observe(now, d, out)
 }
 

@@ -26,12 +26,12 @@ func (s *Server) addPprof(table map[string]route) {
 	if !s.set.Pprof {
 		return
 	}
-	table[pprofPrefix] = route{http.MethodGet, pprof.Index}
-	table[pprofPrefix+"cmdline"] = route{http.MethodGet, pprof.Cmdline}
-	table[pprofPrefix+"profile"] = route{http.MethodGet, pprof.Profile}
-	table[pprofPrefix+"symbol"] = route{http.MethodGet, pprof.Symbol}
-	table[pprofPrefix+"trace"] = route{http.MethodGet, pprof.Trace}
+	table[pprofPrefix] = route{method: http.MethodGet, h: pprof.Index}
+	table[pprofPrefix+"cmdline"] = route{method: http.MethodGet, h: pprof.Cmdline}
+	table[pprofPrefix+"profile"] = route{method: http.MethodGet, h: pprof.Profile}
+	table[pprofPrefix+"symbol"] = route{method: http.MethodGet, h: pprof.Symbol}
+	table[pprofPrefix+"trace"] = route{method: http.MethodGet, h: pprof.Trace}
 	for _, name := range []string{"heap", "allocs", "goroutine", "block", "mutex", "threadcreate"} {
-		table[pprofPrefix+name] = route{http.MethodGet, pprof.Handler(name).ServeHTTP}
+		table[pprofPrefix+name] = route{method: http.MethodGet, h: pprof.Handler(name).ServeHTTP}
 	}
 }

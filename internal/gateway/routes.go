@@ -16,12 +16,16 @@ import (
 	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/supervisor"
 	"github.com/llmlab/llmlab/internal/validate"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // route is one endpoint: the method it accepts and its handler.
 type route struct {
 	method string
 	h      http.HandlerFunc
+	// ok is the request counter's series for a 200 on this route, looked
+	// up once: a label lookup per request hashes both labels again.
+	ok prometheus.Counter
 }
 
 // routes builds the router by hand rather than with ServeMux patterns,
@@ -29,21 +33,25 @@ type route struct {
 // and every error here must be OpenAI-shaped JSON.
 func (s *Server) routes() http.Handler {
 	table := map[string]route{
-		"/v1/completions":      {http.MethodPost, s.handleCompletions},
-		"/v1/chat/completions": {http.MethodPost, s.handleChat},
-		"/v1/models":           {http.MethodGet, s.handleModels},
-		"/generate":            {http.MethodPost, s.handleGenerate},
-		"/health":              {http.MethodGet, s.handleHealth},
-		"/ready":               {http.MethodGet, s.handleReady},
-		"/status":              {http.MethodGet, s.handleStatus},
-		"/metrics":             {http.MethodGet, s.metrics.Handler().ServeHTTP},
-		"/admin/worker/start":  {http.MethodPost, s.handleAdminStart},
-		"/admin/worker/stop":   {http.MethodPost, s.handleAdminStop},
-		"/admin/degrade":       {http.MethodPost, s.handleAdminDegrade},
-		"/":                    {http.MethodGet, s.handleStatusPage},
-		"/version":             {http.MethodGet, s.handleVersion},
+		"/v1/completions":      {method: http.MethodPost, h: s.handleCompletions},
+		"/v1/chat/completions": {method: http.MethodPost, h: s.handleChat},
+		"/v1/models":           {method: http.MethodGet, h: s.handleModels},
+		"/generate":            {method: http.MethodPost, h: s.handleGenerate},
+		"/health":              {method: http.MethodGet, h: s.handleHealth},
+		"/ready":               {method: http.MethodGet, h: s.handleReady},
+		"/status":              {method: http.MethodGet, h: s.handleStatus},
+		"/metrics":             {method: http.MethodGet, h: s.metrics.Handler().ServeHTTP},
+		"/admin/worker/start":  {method: http.MethodPost, h: s.handleAdminStart},
+		"/admin/worker/stop":   {method: http.MethodPost, h: s.handleAdminStop},
+		"/admin/degrade":       {method: http.MethodPost, h: s.handleAdminDegrade},
+		"/":                    {method: http.MethodGet, h: s.handleStatusPage},
+		"/version":             {method: http.MethodGet, h: s.handleVersion},
 	}
 	s.addPprof(table) // opt-in profiling under /admin/ (pprof.go)
+	for name, rt := range table {
+		rt.ok = s.metrics.Requests.WithLabelValues(name, "200")
+		table[name] = rt
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rt, ok := table[r.URL.Path]
@@ -65,7 +73,11 @@ func (s *Server) routes() http.Handler {
 		if code == 0 {
 			code = http.StatusOK
 		}
-		s.metrics.Requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
+		if code == http.StatusOK && ok {
+			rt.ok.Inc()
+		} else {
+			s.metrics.Requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
+		}
 		s.observe(name, code, start)
 	})
 }
