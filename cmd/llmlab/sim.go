@@ -367,10 +367,6 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // simStartupError prints an engine start-up failure as vLLM does (the
 // exception line on stderr) and exits 1.
 func simStartupError(stderr io.Writer, err error) error {
-	msg := err.Error()
-	if !strings.Contains(msg, "Error: ") {
-		msg = "ValueError: " + msg
-	}
-	fmt.Fprintln(stderr, msg)
+	fmt.Fprintln(stderr, engine.ExceptionLine(err))
 	return &exitError{code: 1}
 }

@@ -31,8 +31,13 @@ func (e *StartupError) Unwrap() error { return e.Err }
 // ExceptionLine is the line vLLM prints on stderr for this failure: the
 // message with its Python exception class (ValueError where the message
 // carries none).
-func (e *StartupError) ExceptionLine() string {
-	msg := e.Err.Error()
+func (e *StartupError) ExceptionLine() string { return ExceptionLine(e.Err) }
+
+// ExceptionLine is the line vLLM prints on stderr for a start-up failure
+// err: its message, given the Python exception class ValueError where the
+// message names none.
+func ExceptionLine(err error) string {
+	msg := err.Error()
 	if !strings.Contains(msg, "Error: ") {
 		msg = "ValueError: " + msg
 	}

@@ -68,7 +68,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -139,11 +138,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if !sleepCtx(ctx, seconds(startup/2)) {
 			return nil
 		}
-		msg := planErr.Error()
-		if !strings.Contains(msg, "Error: ") {
-			msg = "ValueError: " + msg
-		}
-		fmt.Fprintln(stderr, msg)
+		fmt.Fprintln(stderr, engine.ExceptionLine(planErr))
 		log.Error("engine core initialisation failed", "err", planErr.Error())
 		return fmt.Errorf("start engine: %w", planErr)
 	}
