@@ -321,7 +321,7 @@ func TestNoRetryAfterResponseBytes(t *testing.T) {
 		if _, _, ok := readReq(br); !ok {
 			return
 		}
-		io.WriteString(c, "HTTP/1.1 20") // the answer breaks off
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n") // the answer breaks off
 	})
 	tr := newTransport(t, Config{})
 	resp, err := post(t, context.Background(), tr, srv.url(), "x")
@@ -638,4 +638,53 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("%d idle > MaxIdlePerHost", got)
 	}
 	t.Logf("%d requests over %d connections", workers*each, conns.Load())
+}
+
+func TestRequestCloseNotPooled(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "close=%v", r.Close)
+	})
+	tr := newTransport(t, Config{})
+	for i := range 2 {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+		req.Close = true
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readBody(t, resp); got != "close=true" {
+			t.Fatalf("server saw %q", got)
+		}
+		if n := conns.Load(); n != int32(i+1) {
+			t.Fatalf("request %d: %d connections; a Connection: close request's connection was reused", i, n)
+		}
+	}
+}
+
+// A body that cannot be had again (no GetBody) is not resent.
+func TestNoRetryWithoutGetBody(t *testing.T) {
+	closed := make(chan struct{}, 2)
+	srv := newRawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, _, ok := readReq(br); !ok {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		c.Close()
+		closed <- struct{}{}
+	})
+	tr := newTransport(t, Config{})
+	resp, err := post(t, context.Background(), tr, srv.url(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	<-closed
+	req, _ := http.NewRequest(http.MethodPost, srv.url(), strings.NewReader("y"))
+	req.GetBody = nil
+	if _, err := tr.RoundTrip(req); err == nil {
+		t.Fatal("stale connection without GetBody: no error")
+	}
+	if n := srv.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections: a spent body was resent", n)
+	}
 }
