@@ -107,7 +107,9 @@ func (c *conn) release(stop func() bool, keep bool) {
 		c.close(true) // the watch closed nc, or is closing it
 		return
 	}
-	if keep {
+	// Bytes past the answer would be read as the next one's: such a
+	// connection is not reused.
+	if keep && c.br.Buffered() == 0 {
 		c.t.put(c)
 		return
 	}
