@@ -20,10 +20,9 @@ type conn struct {
 	t      *Transport
 	key    string
 	nc     net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	idleAt time.Time // when it last went idle (zero: never)
-	kill   func()    // c.abort as a func value, made once per connection
+	br     *bufio.Reader // owned while the connection lives
+	idleAt time.Time     // when it last went idle (zero: never)
+	kill   func()        // c.abort as a func value, made once per connection
 	lr     io.LimitedReader
 }
 
@@ -31,18 +30,16 @@ type conn struct {
 // calls it.
 func (c *conn) abort() { c.nc.Close() }
 
-// close closes the connection; recycle returns its buffers to the pools,
-// which only the goroutine that owns them may ask for (never while a read
-// may still be running on them).
+// close closes the connection; recycle returns its read buffer to the
+// pool, which only the goroutine that owns it may ask for (never while a
+// read may still be running on it).
 func (c *conn) close(recycle bool) {
 	c.nc.Close()
 	if recycle {
 		c.br.Reset(nil)
 		c.t.readers.Put(c.br)
-		c.bw.Reset(nil)
-		c.t.writers.Put(c.bw)
 	}
-	c.br, c.bw = nil, nil
+	c.br = nil
 }
 
 // exchange writes req (with body, which it closes) and reads the response
@@ -117,9 +114,16 @@ func (c *conn) release(stop func() bool, keep bool) {
 }
 
 // writeRequest writes the request line, Host, req's headers,
-// Content-Length and body in one buffered write and flush.
+// Content-Length and body in one buffered write and flush (a body longer
+// than the write buffer's room takes more writes). The write buffer is
+// taken from the pool for the write only: idle connections hold none.
 func (c *conn) writeRequest(req *http.Request, body io.Reader, closeReq bool) error {
-	w := c.bw
+	w := c.t.writers.Get().(*bufio.Writer)
+	w.Reset(c.nc)
+	defer func() {
+		w.Reset(nil)
+		c.t.writers.Put(w)
+	}()
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host

@@ -69,11 +69,13 @@ const (
 	// keep-alive probes).
 	DefaultDialTimeout = 5 * time.Second
 	DefaultKeepAlive   = 30 * time.Second
-	// DefaultBufferSize is each connection's read and write buffer, the
-	// size net/http's Transport uses (4 KiB): a request of a few KiB is
-	// one write, and http.ReadResponse needs the status line and headers
-	// to fit (a longer header line is an error).
-	DefaultBufferSize = 4 << 10
+	// DefaultReadBufferSize is each connection's read buffer, the size
+	// net/http's Transport uses (4 KiB).
+	DefaultReadBufferSize = 4 << 10
+	// DefaultWriteBufferSize is the buffer a request is written through,
+	// held only while writing: a request of up to 16 KiB (a prompt of
+	// some 4,000 tokens) is one write.
+	DefaultWriteBufferSize = 16 << 10
 )
 
 // ErrUnsupported is returned for a request the transport cannot send
@@ -92,7 +94,8 @@ type Config struct {
 	// keep-alive period (negative: off).
 	DialTimeout time.Duration
 	KeepAlive   time.Duration
-	// ReadBufferSize and WriteBufferSize size each connection's buffers.
+	// ReadBufferSize sizes each connection's read buffer; WriteBufferSize
+	// the pooled buffer a request is written through.
 	ReadBufferSize, WriteBufferSize int
 	// Fallback sends the requests this transport does not handle (see the
 	// package comment). Nil: they fail with ErrUnsupported.
@@ -106,8 +109,8 @@ type Transport struct {
 	cfg    Config
 	dialer net.Dialer
 
-	readers sync.Pool // *bufio.Reader of ReadBufferSize
-	writers sync.Pool // *bufio.Writer of WriteBufferSize
+	readers sync.Pool // *bufio.Reader of ReadBufferSize, one per live connection
+	writers sync.Pool // *bufio.Writer of WriteBufferSize, one per request being written
 
 	mu   sync.Mutex
 	idle map[string]*hostPool // by host:port
@@ -135,10 +138,10 @@ func New(cfg Config) *Transport {
 		cfg.KeepAlive = DefaultKeepAlive
 	}
 	if cfg.ReadBufferSize <= 0 {
-		cfg.ReadBufferSize = DefaultBufferSize
+		cfg.ReadBufferSize = DefaultReadBufferSize
 	}
 	if cfg.WriteBufferSize <= 0 {
-		cfg.WriteBufferSize = DefaultBufferSize
+		cfg.WriteBufferSize = DefaultWriteBufferSize
 	}
 	t := &Transport{
 		cfg:    cfg,
@@ -273,8 +276,6 @@ func (t *Transport) dial(ctx context.Context, key string) (*conn, error) {
 	c := &conn{t: t, key: key, nc: nc}
 	c.br = t.readers.Get().(*bufio.Reader)
 	c.br.Reset(nc)
-	c.bw = t.writers.Get().(*bufio.Writer)
-	c.bw.Reset(nc)
 	c.kill = c.abort
 	return c, nil
 }

@@ -688,3 +688,23 @@ func TestNoRetryWithoutGetBody(t *testing.T) {
 		t.Fatalf("%d connections: a spent body was resent", n)
 	}
 }
+
+// A body longer than the write buffer is written whole, and an answer
+// longer than the read buffer read whole.
+func TestLargeBodies(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(bytes.Repeat(b, 2))
+	})
+	tr := newTransport(t, Config{WriteBufferSize: 512, ReadBufferSize: 512})
+	big := strings.Repeat("0123456789", 10_000)
+	for range 2 {
+		resp, err := post(t, context.Background(), tr, srv.URL, big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readBody(t, resp); got != big+big {
+			t.Fatalf("echo of %d bytes came back as %d", len(big), len(got))
+		}
+	}
+}
