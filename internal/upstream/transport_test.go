@@ -708,3 +708,43 @@ func TestLargeBodies(t *testing.T) {
 		}
 	}
 }
+
+type closeCounter struct {
+	io.Reader
+	closed atomic.Int32
+}
+
+func (c *closeCounter) Close() error { c.closed.Add(1); return nil }
+
+// A request whose context has ended is not sent, and RoundTrip closes the
+// request body on every path.
+func TestCancelledBeforeAndBodyClosed(t *testing.T) {
+	srv := newRawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, _, ok := readReq(br); ok {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr := newTransport(t, Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b := &closeCounter{Reader: strings.NewReader("x")}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.url(), b)
+	req.ContentLength = 1
+	if _, err := tr.RoundTrip(req); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request: %v", err)
+	}
+	if srv.accepted.Load() != 0 || b.closed.Load() != 1 {
+		t.Fatalf("cancelled request: %d connections, body closed %d times", srv.accepted.Load(), b.closed.Load())
+	}
+	b = &closeCounter{Reader: strings.NewReader("x")}
+	req, _ = http.NewRequest(http.MethodPost, srv.url(), b)
+	req.ContentLength = 1
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if b.closed.Load() != 1 {
+		t.Fatalf("sent request: body closed %d times", b.closed.Load())
+	}
+}
