@@ -46,20 +46,20 @@ func (c *conn) close(recycle bool) {
 // headers. On failure the connection is closed, and retry says whether
 // the failure came before any response byte in a way that means the worker
 // had closed the connection.
-func (c *conn) exchange(ctx context.Context, req *http.Request, body io.ReadCloser) (resp *http.Response, err error, retry bool) {
+func (c *conn) exchange(ctx context.Context, req *http.Request, body io.ReadCloser) (resp *http.Response, retry bool, err error) {
 	var stop func() bool
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, c.kill)
 	}
-	fail := func(op string, err error, retry bool) (*http.Response, error, bool) {
+	fail := func(op string, err error, retry bool) (*http.Response, bool, error) {
 		if stop != nil {
 			stop() // if the watch ran, it closed (or is closing) nc: closing twice is harmless
 		}
 		c.close(true) // this goroutine is the only user of the buffers
 		if ctx.Err() != nil {
-			return nil, ctxError(op, ctx, err), false
+			return nil, false, ctxError(op, ctx, err)
 		}
-		return nil, fmt.Errorf("upstream: %s: %w", op, err), retry && retryable(err)
+		return nil, retry && retryable(err), fmt.Errorf("upstream: %s: %w", op, err)
 	}
 	closeReq := req.Close || hasToken(req.Header["Connection"], "close")
 	werr := c.writeRequest(req, body, closeReq)
@@ -90,10 +90,10 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, body io.ReadClos
 	keep := !resp.Close && !closeReq
 	if resp.Body == http.NoBody {
 		c.release(stop, keep)
-		return resp, nil, false
+		return resp, false, nil
 	}
 	resp.Body = &respBody{c: c, rc: resp.Body, stop: stop, keep: keep, ctx: ctx}
-	return resp, nil, false
+	return resp, false, nil
 }
 
 // release ends an exchange whose response was read whole: the connection

@@ -212,7 +212,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, fmt.Errorf("upstream: dial %s: %w", key, err)
 			}
 		}
-		resp, err, retry := c.exchange(ctx, req, body)
+		resp, retry, err := c.exchange(ctx, req, body)
 		body = nil // exchange closed it
 		if err == nil {
 			return resp, nil
