@@ -121,7 +121,9 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 // response because the worker process has just died (it refused the
 // connection, or reset it while exiting), send waits for a new worker once,
 // within the cold-start bound, and resends: the dead worker answered
-// nothing, and generation has no side effects.
+// nothing, and generation has no side effects. (A pooled connection the
+// worker closed while idle is resent by the transport itself, on a new
+// connection; a dead worker then refuses that one, which lands here.)
 func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*http.Response, error) {
 	for retried := false; ; retried = true {
 		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, p.lease.URL+path, bytes.NewReader(body))

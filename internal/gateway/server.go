@@ -25,6 +25,7 @@ import (
 	"github.com/llmlab/llmlab/internal/sim/engine"
 	"github.com/llmlab/llmlab/internal/slo"
 	"github.com/llmlab/llmlab/internal/supervisor"
+	"github.com/llmlab/llmlab/internal/upstream"
 	"github.com/llmlab/llmlab/internal/validate"
 )
 
@@ -42,8 +43,10 @@ type Server struct {
 	obs     *observatory // recent requests and the SLO, for /status and /
 	// upstream is used through RoundTrip, not an http.Client: a proxy
 	// passes redirects through rather than following them, and the
-	// client's per-request header copier and URL clone are saved.
-	upstream *http.Transport
+	// client's per-request header copier and URL clone are saved. It does
+	// its I/O in the handler's goroutine (internal/upstream): net/http's
+	// Transport's goroutine hand-offs dominated the gateway's CPU.
+	upstream *upstream.Transport
 	started  time.Time
 	handler  http.Handler
 	// readers recycles the 32 KiB read buffers of relayed streams.
@@ -145,15 +148,22 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 			m.QueueDepth.Set(float64(depth))
 			m.InFlight.Set(float64(inFlight))
 		}),
-		upstream: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        maxInFlight + 16,
-			MaxIdleConnsPerHost: maxInFlight + 16,
-			IdleConnTimeout:     90 * time.Second,
-			// Bodies pass through untouched; compression would only cost CPU
-			// on loopback.
-			DisableCompression: true,
-		},
+		upstream: upstream.New(upstream.Config{
+			MaxIdlePerHost: maxInFlight + 16,
+			DialTimeout:    5 * time.Second,
+			KeepAlive:      30 * time.Second,
+			// For what upstream does not send itself (a worker URL that is
+			// not plain http).
+			Fallback: &http.Transport{
+				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConns:        maxInFlight + 16,
+				MaxIdleConnsPerHost: maxInFlight + 16,
+				IdleConnTimeout:     upstream.DefaultIdleTimeout,
+				// Bodies pass through untouched; compression would only
+				// cost CPU on loopback.
+				DisableCompression: true,
+			},
+		}),
 	}
 	s.backend = sup
 	if s.obs, err = newObservatory(m, opt.SLO); err != nil {

@@ -80,9 +80,9 @@ func main() {
 
 // target is one path to the backend.
 type target struct {
-	name string
-	url  string
-	pid  int // the proxy's process (0 for direct)
+	name    string
+	url     string
+	pid     int    // the proxy's process (0 for direct)
 	profile string // --cpuprofile: where to write its closed-loop CPU profile
 }
 

@@ -1,0 +1,330 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// conn is one connection to a worker with its buffers. Between exchanges
+// it sits in its host's pool; during one it belongs to the request's
+// goroutine (and its body).
+type conn struct {
+	t      *Transport
+	key    string
+	nc     net.Conn
+	br     *bufio.Reader // owned while the connection lives
+	idleAt time.Time     // when it last went idle (zero: never)
+	kill   func()        // c.abort as a func value, made once per connection
+	lr     io.LimitedReader
+}
+
+// abort closes the connection, unblocking any I/O on it; the context watch
+// calls it.
+func (c *conn) abort() { c.nc.Close() }
+
+// close closes the connection; recycle returns its read buffer to the
+// pool, which only the goroutine that owns it may ask for (never while a
+// read may still be running on it).
+func (c *conn) close(recycle bool) {
+	c.nc.Close()
+	if recycle {
+		c.br.Reset(nil)
+		c.t.readers.Put(c.br)
+	}
+	c.br = nil
+}
+
+// exchange writes req (with body, which it closes) and reads the response
+// headers. On failure the connection is closed, and retry says whether
+// the failure came before any response byte in a way that means the worker
+// had closed the connection.
+func (c *conn) exchange(ctx context.Context, req *http.Request, body io.ReadCloser) (resp *http.Response, retry bool, err error) {
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, c.kill)
+	}
+	fail := func(op string, err error, retry bool) (*http.Response, bool, error) {
+		if stop != nil {
+			stop() // if the watch ran, it closed (or is closing) nc: closing twice is harmless
+		}
+		c.close(true) // this goroutine is the only user of the buffers
+		if ctx.Err() != nil {
+			return nil, false, ctxError(op, ctx, err)
+		}
+		return nil, retry && retryable(err), fmt.Errorf("upstream: %s: %w", op, err)
+	}
+	closeReq := req.Close || hasToken(req.Header["Connection"], "close")
+	werr := c.writeRequest(req, body, closeReq)
+	closeBody(body)
+	if werr != nil {
+		return fail("write request", werr, true)
+	}
+	for n := 0; ; n++ {
+		// One byte tells a connection the worker had closed (nothing
+		// comes) from an answer that broke (no retry after it began).
+		if _, err := c.br.Peek(1); err != nil {
+			return fail("read response", err, n == 0)
+		}
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			return fail("read response", err, false)
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode < 100 {
+			break
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return fail("read response", errors.New("unexpected 101 Switching Protocols"), false)
+		}
+		if n == 4 { // as net/http: at most 5 interim responses
+			return fail("read response", errors.New("too many 1xx informational responses"), false)
+		}
+	}
+	keep := !resp.Close && !closeReq
+	if resp.Body == http.NoBody {
+		c.release(stop, keep)
+		return resp, false, nil
+	}
+	resp.Body = &respBody{c: c, rc: resp.Body, stop: stop, keep: keep, ctx: ctx}
+	return resp, false, nil
+}
+
+// release ends an exchange whose response was read whole: the connection
+// goes back to the pool when keep allows and the context watch had not
+// fired, else it is closed.
+func (c *conn) release(stop func() bool, keep bool) {
+	if stop != nil && !stop() {
+		c.close(true) // the watch closed nc, or is closing it
+		return
+	}
+	// Bytes past the answer would be read as the next one's: such a
+	// connection is not reused.
+	if keep && c.br.Buffered() == 0 {
+		c.t.put(c)
+		return
+	}
+	c.close(true)
+}
+
+// writeRequest writes the request line, Host, req's headers,
+// Content-Length and body in one buffered write and flush (a body longer
+// than the write buffer's room takes more writes). The write buffer is
+// taken from the pool for the write only: idle connections hold none.
+func (c *conn) writeRequest(req *http.Request, body io.Reader, closeReq bool) error {
+	w := c.t.writers.Get().(*bufio.Writer)
+	w.Reset(c.nc)
+	defer func() {
+		w.Reset(nil)
+		c.t.writers.Put(w)
+	}()
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	if !validToken(method) || !validValue(host) {
+		return fmt.Errorf("invalid method %q or host %q", method, host)
+	}
+	w.WriteString(method)
+	w.WriteByte(' ')
+	w.WriteString(req.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
+			continue // written from req's fields
+		}
+		if !validToken(k) {
+			return fmt.Errorf("invalid header name %q", k)
+		}
+		for _, v := range vs {
+			if !validValue(v) {
+				return fmt.Errorf("invalid value for header %s", k)
+			}
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
+	if closeReq {
+		w.WriteString("Connection: close\r\n")
+	}
+	n := int64(0)
+	if body != nil {
+		n = req.ContentLength
+	}
+	if body != nil || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
+		w.WriteString("\r\n")
+	}
+	w.WriteString("\r\n")
+	if body != nil {
+		c.lr = io.LimitedReader{R: body, N: n}
+		m, err := w.ReadFrom(&c.lr)
+		c.lr.R = nil
+		if err != nil {
+			return fmt.Errorf("body: %w", err)
+		}
+		if m != n {
+			return fmt.Errorf("body: %d bytes, want ContentLength %d", m, n)
+		}
+	}
+	return w.Flush()
+}
+
+// validToken reports whether s is a non-empty RFC 9110 token (methods and
+// header names).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' {
+			continue
+		}
+		switch b {
+		case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// validValue reports whether a header value has no control bytes other
+// than tab (a CR or LF would split the request).
+func validValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < ' ' && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// hasToken reports whether a comma-separated header contains tok (ASCII
+// case-insensitive).
+func hasToken(vs []string, tok string) bool {
+	for _, v := range vs {
+		for len(v) > 0 {
+			var part string
+			part, v, _ = cut(v, ',')
+			if asciiEqualFold(trim(part), tok) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func cut(s string, sep byte) (before, after string, found bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func trim(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// respBody is a response body on a pooled connection: at EOF the connection
+// goes back to the pool (once), and Close before EOF closes it.
+type respBody struct {
+	c    *conn
+	rc   io.ReadCloser // http.ReadResponse's body
+	stop func() bool   // the context watch (nil: none)
+	keep bool
+	ctx  context.Context
+	// state: 0 reading, 1 read to EOF, 2 closed or failed. Close may run
+	// while a Read is blocked; the swap from 0 decides who ends the
+	// exchange.
+	state atomic.Int32
+}
+
+var errBodyClosed = errors.New("upstream: read on closed response body")
+
+func (b *respBody) Read(p []byte) (int, error) {
+	switch b.state.Load() {
+	case 1:
+		return 0, io.EOF
+	case 2:
+		return 0, errBodyClosed
+	}
+	n, err := b.rc.Read(p)
+	if err == nil {
+		return n, nil
+	}
+	if err == io.EOF {
+		if b.state.CompareAndSwap(0, 1) {
+			b.c.release(b.stop, b.keep)
+		}
+		return n, io.EOF
+	}
+	if !b.state.CompareAndSwap(0, 2) {
+		return n, errBodyClosed // Close ran meanwhile
+	}
+	if b.stop != nil {
+		b.stop()
+	}
+	b.c.close(true) // Close cannot run any more: the buffers are ours
+	if b.ctx.Err() != nil {
+		return n, ctxError("read response body", b.ctx, err)
+	}
+	return n, fmt.Errorf("upstream: read response body: %w", err)
+}
+
+// Close ends the exchange: before EOF it closes the connection (no
+// draining: the worker sees the disconnect). Further calls do nothing.
+func (b *respBody) Close() error {
+	if b.state.CompareAndSwap(0, 2) {
+		if b.stop != nil {
+			b.stop()
+		}
+		// A Read may be running on the buffers: they are not recycled.
+		b.c.close(false)
+	}
+	return nil
+}
