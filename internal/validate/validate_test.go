@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/llmlab/llmlab/internal/openai"
+	fastjson "github.com/segmentio/encoding/json"
 )
 
 var lim = Limits{ServedName: "m", MaxModelLen: 512, Vocab: 151936, MaxN: 1}
@@ -161,4 +163,27 @@ func BenchmarkCompletionTokens(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzDecoders holds decode's fast decoder to encoding/json: for any body,
+// both accept it or both refuse it, and what they accept decodes to the
+// same request, for both request types.
+func FuzzDecoders(f *testing.F) {
+	for _, s := range []string{`{"prompt":"hi","max_tokens":3}`, `{"MAX_TOKENS":5,"max_tokens":6}`, `{"prompt":[1,2],"stop":["a"],"logit_bias":{"7":1.5}}`,
+		`{"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"n":1}`, `{"max_tokens":1.5}`, `{"seed":-1,"temperature":null}`,
+		`{"stream_options":{"include_usage":true}}`, `{"prompt":"a\ud800b"}`, `[1]`, `{"a":1}{}`, `{"prompt":"x",`, `{"max_tokens":99999999999999999999}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, pair := range [][2]any{{new(openai.CompletionRequest), new(openai.CompletionRequest)}, {new(openai.ChatCompletionRequest), new(openai.ChatCompletionRequest)}} {
+			fastErr := fastjson.Unmarshal(body, pair[0])
+			stdErr := json.Unmarshal(body, pair[1])
+			if (fastErr == nil) != (stdErr == nil) {
+				t.Fatalf("%q into %T: fast decoder %v, encoding/json %v", body, pair[0], fastErr, stdErr)
+			}
+			if fastErr == nil && !reflect.DeepEqual(pair[0], pair[1]) {
+				t.Fatalf("%q into %T: fast decoder %+v, encoding/json %+v", body, pair[0], pair[0], pair[1])
+			}
+		}
+	})
 }
