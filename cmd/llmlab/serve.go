@@ -59,6 +59,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return &exitError{code: 2, err: err}
 	}
 	set := gateway.Defaults()
+	// A managed worker inherits VLLM_API_KEY and then requires it, as
+	// vllm serve does: the gateway must send it.
+	set.WorkerAPIKey = os.Getenv("VLLM_API_KEY")
 	if err := set.ApplyProfile(prof.Gateway); err != nil {
 		return &exitError{code: 2, err: err}
 	}

@@ -138,6 +138,10 @@ func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*htt
 				req.Header[h] = v[:1]
 			}
 		}
+		if s.workerAuth != nil {
+			// The client's key is the gateway's; the worker has its own.
+			req.Header["Authorization"] = s.workerAuth
+		}
 		resp, err := s.upstream.RoundTrip(req)
 		if err == nil {
 			return resp, nil

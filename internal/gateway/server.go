@@ -47,8 +47,11 @@ type Server struct {
 	// its I/O in the handler's goroutine (internal/upstream): net/http's
 	// Transport's goroutine hand-offs dominated the gateway's CPU.
 	upstream *upstream.Transport
-	started  time.Time
-	handler  http.Handler
+	// workerAuth is the Authorization value sent to the worker in place
+	// of the client's (worker_api_key); nil passes the client's on.
+	workerAuth []string
+	started    time.Time
+	handler    http.Handler
 	// readers recycles the 32 KiB read buffers of relayed streams.
 	readers sync.Pool
 	// abort ends the requests still running when the shutdown grace has
@@ -166,6 +169,9 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 		}),
 	}
 	s.backend = sup
+	if set.WorkerAPIKey != "" {
+		s.workerAuth = []string{"Bearer " + set.WorkerAPIKey}
+	}
 	if s.obs, err = newObservatory(m, opt.SLO); err != nil {
 		return nil, err
 	}

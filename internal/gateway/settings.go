@@ -44,6 +44,7 @@ type Settings struct {
 	APIKeys           []string // Bearer keys for /v1/* and /generate; none: open
 	APIKeyFile        string   // more keys, one per line
 	AdminToken        string   // Bearer token for /admin/* and /status details
+	WorkerAPIKey      string   // Bearer key sent to the worker (its --api-key / VLLM_API_KEY)
 	CORSOrigins       []string // browser origins allowed on /v1/* and /generate
 	TLSCert           string
 	TLSKey            string
@@ -210,6 +211,7 @@ func (s *Settings) Knobs() []Knob {
 		{"api_key", "key clients must send as 'Authorization: Bearer <key>' on /v1/* and /generate; repeat the flag (or separate with commas) for several keys (none: no key needed)", &s.APIKeys},
 		{"api_key_file", "file with more API keys, one per line (# starts a comment)", &s.APIKeyFile},
 		{"admin_token", "token for /admin/* and the worker details of /status, sent as 'Authorization: Bearer <token>' (empty: admin routes open only when listening on loopback)", &s.AdminToken},
+		{"worker_api_key", "key the gateway sends its worker as 'Authorization: Bearer <key>' in place of the client's header: the worker's --api-key, which a managed worker also takes from VLLM_API_KEY (default: $VLLM_API_KEY; empty: the client's Authorization is passed on)", &s.WorkerAPIKey},
 		{"cors_origin", "browser origin (scheme://host[:port]) allowed to call /v1/* and /generate cross-site; repeatable (none: no CORS preflight is answered)", &s.CORSOrigins},
 		{"tls_cert", "TLS certificate file (PEM); with tls_key, serve HTTPS", &s.TLSCert},
 		{"tls_key", "TLS private key file (PEM)", &s.TLSKey},

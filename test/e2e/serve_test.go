@@ -869,3 +869,40 @@ func streamThenSIGTERM(t *testing.T, p *proc, base string, maxTokens int) (*bufi
 	}
 	return br, pid
 }
+
+// TestServeWorkerAPIKey: with VLLM_API_KEY in llmlab serve's environment
+// the managed sim worker inherits it and requires it on /v1/*, as vllm
+// serve does; the gateway sends it in place of the client's header, so
+// clients (with or without a header of their own) are answered.
+func TestServeWorkerAPIKey(t *testing.T) {
+	port := freePort(t)
+	base := "http://127.0.0.1:" + itoa(port)
+	p := startProgram(t, []string{"VLLM_API_KEY=worker-s3cret"}, binPath, "serve", "--port", itoa(port),
+		"--worker-startup-seconds", "0.3", "--log-dir", t.TempDir(), "--idle-timeout", "60s", "--stop-grace", "3s")
+	waitHTTP(t, p, base+"/health", 10*time.Second)
+	body := `{"prompt":"hello","max_tokens":2}`
+	for _, auth := range []string{"", "Bearer client-key"} {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/completions", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("client auth %q: %d %s", auth, resp.StatusCode, b)
+		}
+	}
+	// The worker does require the key: straight to it without one is 401.
+	st := getStatus(t, base)
+	if st.Worker.URL == "" {
+		t.Fatal("no worker URL in /status")
+	}
+	if code, b := postJSON(t, st.Worker.URL+"/v1/completions", body); code != http.StatusUnauthorized {
+		t.Fatalf("worker without key: %d %s, want 401", code, b)
+	}
+}
