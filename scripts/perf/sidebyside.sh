@@ -8,6 +8,9 @@
 #   scripts/perf/sidebyside.sh --duration 10s --concurrency 32 --rate 1000
 #   scripts/perf/sidebyside.sh --nginx none            # skip nginx
 #   GEN_CPUS=0-3 scripts/perf/sidebyside.sh --proxy-cpus 4-7 --backend-cpus 8-11
+#   go build -o /tmp/floorproxy ./scripts/perf/floorproxy &&
+#     scripts/perf/sidebyside.sh --llmlab /tmp/floorproxy   # the floor: net/http + internal/upstream only
+#   scripts/perf/sidebyside.sh --cpuprofile gw.pprof         # profile llmlab serve's closed loop
 #
 # GEN_CPUS pins the load generator (the driver) with taskset; --proxy-cpus
 # and --backend-cpus pin the others. Without them everything shares the
