@@ -69,6 +69,31 @@ type place struct {
 	held    time.Duration // waiting for a READY worker
 	granted time.Time     // when it held both
 	ctl     *control
+	// Storage for the request's other per-request state, so one
+	// allocation holds it all: admit's cold-start deadline and the plain
+	// relay's writer.
+	wait lazyDeadline
+	out  deadlineWriter
+	body upstreamBody
+}
+
+// upstreamBody is the body of the request to the worker. The first
+// attempt reads the one in the request's place; a resend (GetBody, or
+// send's own after a worker died) gets a new one, so an attempt a
+// transport may still be reading (net/http's can, after RoundTrip
+// returned) never shares a reader with the next.
+type upstreamBody struct {
+	bytes.Reader
+	data []byte
+}
+
+func (b *upstreamBody) Close() error { return nil }
+
+// again returns a new reader of the same bytes.
+func (b *upstreamBody) again() (io.ReadCloser, error) {
+	n := &upstreamBody{data: b.data}
+	n.Reset(b.data)
+	return n, nil
 }
 
 func (p *place) done() {
@@ -90,7 +115,8 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 	if err := s.ctl.policy.Check(p.start, load, deadline, s.ctl.tier() >= admission.TierShed); err != nil {
 		return nil, err
 	}
-	ctx := &lazyDeadline{parent: r.Context(), deadline: p.start.Add(s.set.ColdStartTimeout), cause: errColdStartTimeout}
+	p.wait = lazyDeadline{parent: r.Context(), deadline: p.start.Add(s.set.ColdStartTimeout), cause: errColdStartTimeout}
+	ctx := &p.wait
 	defer ctx.stop()
 	rel, waited, err := s.disp.Acquire(ctx)
 	p.queued = waited
@@ -126,10 +152,20 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 // connection; a dead worker then refuses that one, which lands here.)
 func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*http.Response, error) {
 	for retried := false; ; retried = true {
-		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, p.lease.URL+path, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, p.lease.URL+path, nil)
 		if err != nil {
 			return nil, badRequest(http.StatusInternalServerError, "internal", "build upstream request: %v", err)
 		}
+		// The first attempt's body lives in the place, not in a reader
+		// and closers made per request as NewRequest would.
+		if !retried {
+			p.body.data = body
+			p.body.Reset(body)
+			req.Body = &p.body
+		} else {
+			req.Body, _ = p.body.again()
+		}
+		req.ContentLength, req.GetBody = int64(len(body)), p.body.again
 		// Header values are shared, not copied: neither the transport nor
 		// this code changes them, and each Set would allocate.
 		req.Header["Content-Type"] = upstreamContentType
@@ -197,7 +233,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, b
 	if req.Stream && resp.StatusCode == http.StatusOK {
 		s.relayStream(w, r, resp, route, p.start)
 	} else {
-		s.relayPlain(w, resp, route)
+		s.relayPlain(w, resp, route, &p.out)
 	}
 	s.ctl.served(p, resp.StatusCode)
 }
@@ -257,7 +293,7 @@ func (s *Server) clientFailed(err error, route string) {
 type deadlineWriter struct {
 	s     *Server
 	w     io.Writer
-	rc    *http.ResponseController
+	rc    http.ResponseController
 	until time.Time // the whole answer's write deadline (write_timeout)
 	err   error
 }
@@ -279,8 +315,9 @@ var hopHeaders = map[string]bool{
 
 // relayPlain passes the worker's answer through unchanged: status, headers
 // and body bytes (a 400 "maximum context length" from vLLM reaches the
-// client as vLLM wrote it).
-func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route string) {
+// client as vLLM wrote it). dw is storage for the writer (the request's
+// place holds one).
+func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route string, dw *deadlineWriter) {
 	for k, vs := range resp.Header {
 		if !hopHeaders[k] {
 			w.Header()[k] = vs
@@ -289,8 +326,7 @@ func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route st
 	if resp.StatusCode >= 400 {
 		s.metrics.Errors.WithLabelValues("upstream_status", fmt.Sprint(resp.StatusCode)).Inc()
 	}
-	rc := http.NewResponseController(w)
-	dw := &deadlineWriter{s: s, w: w, rc: rc}
+	*dw = deadlineWriter{s: s, w: w, rc: *http.NewResponseController(w)}
 	if s.set.WriteTimeout > 0 {
 		dw.until = time.Now().Add(s.set.WriteTimeout)
 	}

@@ -359,7 +359,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, t0 time.Time) 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		s.relayPlain(w, resp, "/generate")
+		s.relayPlain(w, resp, "/generate", &p.out)
 		return nil, nil
 	}
 	var cr openai.CompletionResponse
