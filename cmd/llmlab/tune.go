@@ -267,7 +267,7 @@ func predictPoint(prof profile.Profile, tf *runfile.TuneFile, spec slo.Spec, a r
 	p := prof
 	p.EngineArgs.MaxModelLen, p.EngineArgs.MaxNumSeqs = a.MaxModelLen, a.MaxNumSeqs
 	p.EngineArgs.MaxNumBatchedTokens, p.EngineArgs.GPUMemoryUtilization = a.MaxNumBatchedTokens, a.GPUMemoryUtilization
-	args := append(tune.SimArgs(p, tf.Settings.StartupSeconds), tf.Settings.WorkerArgs...)
+	args := append(p.SimArgs(tf.Settings.StartupSeconds), tf.Settings.WorkerArgs...)
 	fs := flag.NewFlagSet("predict", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var ef engineFlags

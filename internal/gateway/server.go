@@ -227,25 +227,10 @@ func workerCommand(p profile.Profile, set Settings, exe string, engine func() pr
 		if exe == "" {
 			return nil, errors.New("engine sim needs the llmlab executable")
 		}
-		var args []string
-		switch {
-		case set.WorkerStartupSeconds >= 0:
-			args = append(args, "--startup-seconds", strconv.FormatFloat(set.WorkerStartupSeconds, 'f', -1, 64))
-		case p.Sim.StartupSeconds != nil:
-			args = append(args, "--startup-seconds", strconv.FormatFloat(*p.Sim.StartupSeconds, 'f', -1, 64))
-		}
-		if p.Sim.Seed != nil {
-			args = append(args, "--seed", strconv.FormatInt(*p.Sim.Seed, 10))
-		}
-		if p.Sim.Calibration != "" {
-			args = append(args, "--calibration", p.Sim.Calibration)
-		}
 		return func(host string, port int) []string {
 			q := p
 			q.EngineArgs = engine()
-			argv := append([]string{exe, "sim", "--model", p.Model, "--served-model-name", p.ModelName()}, q.EngineFlags()...)
-			argv = append(argv, "--gpu", p.Sim.GPU, "--model-spec", p.Sim.ModelSpec)
-			argv = append(argv, args...)
+			argv := append([]string{exe}, q.SimArgs(set.WorkerStartupSeconds)...)
 			return append(argv, "--host", host, "--port", strconv.Itoa(port))
 		}, nil
 	}

@@ -101,6 +101,30 @@ func (p Profile) VLLMArgs() []string {
 	return append(args, p.EngineFlags()...)
 }
 
+// SimArgs returns `llmlab sim …` for the profile, without the executable,
+// host and port: the worker `llmlab serve` and `llmlab tune` start for
+// engine sim, and the command line the offline predictor parses, so all
+// three model the same engine. startupSeconds >= 0 overrides the profile's
+// modelled load time.
+func (p Profile) SimArgs(startupSeconds float64) []string {
+	args := []string{"sim", "--model", p.Model, "--served-model-name", p.ModelName()}
+	args = append(args, p.EngineFlags()...)
+	args = append(args, "--gpu", p.Sim.GPU, "--model-spec", p.Sim.ModelSpec)
+	switch {
+	case startupSeconds >= 0:
+		args = append(args, "--startup-seconds", strconv.FormatFloat(startupSeconds, 'f', -1, 64))
+	case p.Sim.StartupSeconds != nil:
+		args = append(args, "--startup-seconds", strconv.FormatFloat(*p.Sim.StartupSeconds, 'f', -1, 64))
+	}
+	if p.Sim.Seed != nil {
+		args = append(args, "--seed", strconv.FormatInt(*p.Sim.Seed, 10))
+	}
+	if p.Sim.Calibration != "" {
+		args = append(args, "--calibration", p.Sim.Calibration)
+	}
+	return args
+}
+
 // Names lists the embedded profiles.
 func Names() []string {
 	entries, err := fs.ReadDir(configs.FS, "model_profiles")

@@ -23,7 +23,7 @@ func WorkerCommand(p profile.Profile, exe string, startupSeconds float64, extra 
 		if exe == "" {
 			return nil, errors.New("engine sim needs the llmlab executable")
 		}
-		args = SimArgs(p, startupSeconds)
+		args = p.SimArgs(startupSeconds)
 		args = append([]string{exe}, args...)
 	default:
 		return nil, fmt.Errorf("profile %s: engine %q: the tuner starts its own workers (sim or vllm)", p.Name, p.Engine)
@@ -32,28 +32,6 @@ func WorkerCommand(p profile.Profile, exe string, startupSeconds float64, extra 
 	return func(host string, port int) []string {
 		return append(append([]string(nil), args...), "--host", host, "--port", strconv.Itoa(port))
 	}, nil
-}
-
-// SimArgs is `llmlab sim …` for the profile (without the executable, host
-// and port): the command line the offline predictor parses too, so the
-// prediction and the live worker model the same engine.
-func SimArgs(p profile.Profile, startupSeconds float64) []string {
-	args := []string{"sim", "--model", p.Model, "--served-model-name", p.ModelName()}
-	args = append(args, p.EngineFlags()...)
-	args = append(args, "--gpu", p.Sim.GPU, "--model-spec", p.Sim.ModelSpec)
-	switch {
-	case startupSeconds >= 0:
-		args = append(args, "--startup-seconds", strconv.FormatFloat(startupSeconds, 'f', -1, 64))
-	case p.Sim.StartupSeconds != nil:
-		args = append(args, "--startup-seconds", strconv.FormatFloat(*p.Sim.StartupSeconds, 'f', -1, 64))
-	}
-	if p.Sim.Seed != nil {
-		args = append(args, "--seed", strconv.FormatInt(*p.Sim.Seed, 10))
-	}
-	if p.Sim.Calibration != "" {
-		args = append(args, "--calibration", p.Sim.Calibration)
-	}
-	return args
 }
 
 // oomLine matches vLLM's start-up failures for lack of GPU memory, the
