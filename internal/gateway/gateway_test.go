@@ -21,6 +21,7 @@ import (
 
 	"github.com/llmlab/llmlab/internal/openai"
 	"github.com/llmlab/llmlab/internal/profile"
+	"github.com/llmlab/llmlab/internal/testsupport"
 )
 
 // TestMain checks for leaked goroutines. Each supervisor's rotated worker log
@@ -337,8 +338,8 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	readEvent(t, bufio.NewReader(resp.Body))
 	cancel()
 	resp.Body.Close()
-	waitFor(t, func() bool { return f.cancelled.Load() == 1 && f.running.Load() == 0 })
-	waitFor(t, func() bool { _, in := s.disp.Stats(); return in == 0 })
+	testsupport.WaitFor(t, 0, func() bool { return f.cancelled.Load() == 1 && f.running.Load() == 0 })
+	testsupport.WaitFor(t, 0, func() bool { _, in := s.disp.Stats(); return in == 0 })
 }
 
 // stalledClient sends a request on a raw connection with a small receive
@@ -375,11 +376,11 @@ func TestStalledClientIsCutOff(t *testing.T) {
 			f.plainSize = 1 << 30 // likewise
 			s, gw := newGateway(t, f.ts.URL, func(set *Settings) { set.StreamWriteTimeout = 300 * time.Millisecond })
 			stalledClient(t, gw, "/v1/completions", tc.body)
-			waitFor(t, func() bool { _, in := s.disp.Stats(); return in == 1 })
+			testsupport.WaitFor(t, 0, func() bool { _, in := s.disp.Stats(); return in == 1 })
 			// The timeout counts from the last write that made progress, so
 			// allow for filling the socket buffers before the stall.
-			waitFor(t, func() bool { _, in := s.disp.Stats(); return in == 0 })
-			waitFor(t, func() bool { return f.running.Load() == 0 && f.cancelled.Load() == 1 })
+			testsupport.WaitFor(t, 0, func() bool { _, in := s.disp.Stats(); return in == 0 })
+			testsupport.WaitFor(t, 0, func() bool { return f.running.Load() == 0 && f.cancelled.Load() == 1 })
 			resp, err := http.Get(gw + "/metrics")
 			if err != nil {
 				t.Fatal(err)
@@ -436,7 +437,7 @@ func TestQueueFullAndQueuedDisconnect(t *testing.T) {
 		resp, _ := post(t, gw+"/v1/completions", `{"prompt":"a"}`)
 		codes <- resp.StatusCode
 	}()
-	waitFor(t, func() bool { return f.running.Load() == 1 })
+	testsupport.WaitFor(t, 0, func() bool { return f.running.Load() == 1 })
 	qctx, qcancel := context.WithCancel(context.Background())
 	wg.Add(1)
 	go func() { // queued, then gives up
@@ -446,13 +447,13 @@ func TestQueueFullAndQueuedDisconnect(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, func() bool { d, _ := s.disp.Stats(); return d == 1 })
+	testsupport.WaitFor(t, 0, func() bool { d, _ := s.disp.Stats(); return d == 1 })
 	resp, out := post(t, gw+"/v1/completions", `{"prompt":"c"}`)
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("want 429 with Retry-After, got %d %s", resp.StatusCode, out)
 	}
 	qcancel()
-	waitFor(t, func() bool { d, _ := s.disp.Stats(); return d == 0 })
+	testsupport.WaitFor(t, 0, func() bool { d, _ := s.disp.Stats(); return d == 0 })
 	// The freed place is usable again.
 	wg.Add(1)
 	go func() {
@@ -460,7 +461,7 @@ func TestQueueFullAndQueuedDisconnect(t *testing.T) {
 		resp, _ := post(t, gw+"/v1/completions", `{"prompt":"d"}`)
 		codes <- resp.StatusCode
 	}()
-	waitFor(t, func() bool { d, _ := s.disp.Stats(); return d == 1 })
+	testsupport.WaitFor(t, 0, func() bool { d, _ := s.disp.Stats(); return d == 1 })
 	close(f.block)
 	wg.Wait()
 	close(codes)
@@ -562,17 +563,6 @@ func TestSettingsPrecedence(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // TestShutdownGraceExpiryEndsRequestsExplicitly: requests still running when
 // the shutdown grace runs out end with an explicit error (an error event
 // and [DONE] mid-stream, a JSON 503 otherwise), not a silently cut
@@ -616,7 +606,7 @@ func TestShutdownGraceExpiryEndsRequestsExplicitly(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		plain <- fmt.Sprint(resp.StatusCode, " ", resp.Header.Get("Retry-After"), " ", string(b))
 	}()
-	waitFor(t, func() bool { return f.running.Load() == 2 })
+	testsupport.WaitFor(t, 0, func() bool { return f.running.Load() == 2 })
 	cancel()
 
 	rest, _ := io.ReadAll(br)
@@ -692,7 +682,7 @@ func TestQueueFullRetryAfterCoversColdStart(t *testing.T) {
 	healthy.Store(false)
 	held := make(chan int, 1)
 	go func() { resp, _ := post(t, gw+"/v1/completions", `{"prompt":"b"}`); held <- resp.StatusCode }()
-	waitFor(t, func() bool { _, in := s.disp.Stats(); return in == 1 })
+	testsupport.WaitFor(t, 0, func() bool { _, in := s.disp.Stats(); return in == 1 })
 	resp, out := post(t, gw+"/v1/completions", `{"prompt":"c"}`)
 	healthy.Store(true)
 	if resp.StatusCode != 429 {

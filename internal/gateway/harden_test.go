@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/profile"
+	"github.com/llmlab/llmlab/internal/testsupport"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -189,7 +190,7 @@ func TestAdminToken(t *testing.T) {
 	if code, _, b := do(t, "POST", gw+"/admin/worker/start", "", json); code != 202 {
 		t.Fatalf("with token: %d %s", code, b)
 	}
-	waitFor(t, func() bool {
+	testsupport.WaitFor(t, 0, func() bool {
 		_, _, b := do(t, "GET", gw+"/status", "", map[string]string{"Authorization": "Bearer adm"})
 		return strings.Contains(b, `"READY"`)
 	})
@@ -316,7 +317,7 @@ func TestConnectionCap(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
-	waitFor(t, func() bool {
+	testsupport.WaitFor(t, 0, func() bool {
 		line, _ := rawRequest(t, gw, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", "")
 		return strings.Contains(line, " 200 ")
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/llmlab/llmlab/internal/admission"
 	"github.com/llmlab/llmlab/internal/profile"
+	"github.com/llmlab/llmlab/internal/testsupport"
 )
 
 func TestDeadlineHeader(t *testing.T) {
@@ -72,7 +73,7 @@ func TestTiersClampAndShed(t *testing.T) {
 	f.block = make(chan struct{})
 	done := make(chan struct{})
 	go func() { post(t, gw+"/v1/completions", `{"model":"m","prompt":"hi","max_tokens":4}`); close(done) }()
-	waitFor(t, func() bool { return f.running.Load() == 1 })
+	testsupport.WaitFor(t, 0, func() bool { return f.running.Load() == 1 })
 	resp, body := post(t, gw+"/v1/completions", `{"model":"m","prompt":"hi","max_tokens":4}`)
 	close(f.block)
 	<-done

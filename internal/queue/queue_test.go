@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/testsupport"
 	"go.uber.org/goleak"
 )
 
@@ -67,7 +68,7 @@ func TestDispatcherLimitsAndOrder(t *testing.T) {
 			r()
 		}()
 		// Wait until it is queued so the arrival order is known.
-		waitFor(t, func() bool { depth, _ := d.Stats(); return depth == i+1 })
+		testsupport.WaitFor(t, 0, func() bool { depth, _ := d.Stats(); return depth == i+1 })
 	}
 	if _, in := d.Stats(); in != 1 {
 		t.Fatalf("in flight = %d, want 1", in)
@@ -93,7 +94,7 @@ func TestDispatcherFull(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { _, _, err := d.Acquire(ctx); done <- err }()
-	waitFor(t, func() bool { depth, _ := d.Stats(); return depth == 1 })
+	testsupport.WaitFor(t, 0, func() bool { depth, _ := d.Stats(); return depth == 1 })
 	if _, _, err := d.Acquire(context.Background()); !errors.Is(err, ErrFull) {
 		t.Fatalf("got %v, want ErrFull", err)
 	}
@@ -109,7 +110,7 @@ func TestDispatcherCancelFreesPlace(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, _, err := d.Acquire(ctx); done <- err }()
-	waitFor(t, func() bool { depth, _ := d.Stats(); return depth == 1 })
+	testsupport.WaitFor(t, 0, func() bool { depth, _ := d.Stats(); return depth == 1 })
 	cancel()
 	<-done
 	if depth, _ := d.Stats(); depth != 0 {
@@ -124,7 +125,7 @@ func TestDispatcherCancelFreesPlace(t *testing.T) {
 		}
 		got <- r
 	}()
-	waitFor(t, func() bool { depth, _ := d.Stats(); return depth == 1 })
+	testsupport.WaitFor(t, 0, func() bool { depth, _ := d.Stats(); return depth == 1 })
 	rel()
 	r := <-got
 	if _, in := d.Stats(); in != 1 {
@@ -174,17 +175,6 @@ func TestDispatcherStress(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestDispatcherSetMaxInFlight(t *testing.T) {
 	d := NewDispatcher(NewMemory(10), 2, nil)
 	r1, _, _ := d.Acquire(context.Background())
@@ -199,7 +189,7 @@ func TestDispatcherSetMaxInFlight(t *testing.T) {
 			got <- r
 		}()
 	}
-	waitFor(t, func() bool { depth, _ := d.Stats(); return depth == 3 })
+	testsupport.WaitFor(t, 0, func() bool { depth, _ := d.Stats(); return depth == 3 })
 	// Raising the limit grants the oldest waiters at once.
 	d.SetMaxInFlight(4)
 	r3, r4 := <-got, <-got
