@@ -70,8 +70,8 @@ type place struct {
 	granted time.Time     // when it held both
 	ctl     *control
 	// Storage for the request's other per-request state, so one
-	// allocation holds it all: admit's cold-start deadline and the plain
-	// relay's writer.
+	// allocation holds it all: admit's cold-start deadline, the first
+	// upstream attempt's body and the plain relay's writer.
 	wait lazyDeadline
 	out  deadlineWriter
 	body upstreamBody
