@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // StreamOptions mirrors stream_options.
@@ -435,7 +436,7 @@ func parseIntList(b []byte) (ids []int, ok bool) {
 		v := 0
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 			d := int(b[i] - '0')
-			if v > (maxInt-d)/10 {
+			if v > (math.MaxInt-d)/10 {
 				return nil, false // overflow: the slow path reports it
 			}
 			v = v*10 + d
@@ -462,8 +463,6 @@ func parseIntList(b []byte) (ids []int, ok bool) {
 		}
 	}
 }
-
-const maxInt = int(^uint(0) >> 1)
 
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {

@@ -16,11 +16,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
 
+	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/upstream"
 )
 
@@ -33,7 +33,7 @@ func main() {
 
 func run() error {
 	fs := flag.NewFlagSet("floorproxy", flag.ContinueOnError)
-	prof := fs.String("profile", "", "profile YAML whose url: line names the backend")
+	prof := fs.String("profile", "", "profile YAML whose url names the backend")
 	host := fs.String("host", "127.0.0.1", "listen host")
 	port := fs.String("port", "0", "listen port")
 	fs.String("log-level", "", "ignored")
@@ -108,19 +108,13 @@ func run() error {
 	return http.Serve(ln, h)
 }
 
-func backendURL(profile string) (string, error) {
-	b, err := os.ReadFile(profile)
+func backendURL(file string) (string, error) {
+	p, err := profile.Load(file)
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "url: "); ok {
-			u, err := url.Parse(strings.TrimSpace(v))
-			if err != nil {
-				return "", fmt.Errorf("profile url: %w", err)
-			}
-			return u.String(), nil
-		}
+	if p.URL == "" {
+		return "", fmt.Errorf("%s: no url", file)
 	}
-	return "", fmt.Errorf("%s: no url: line", profile)
+	return strings.TrimSuffix(p.URL, "/"), nil
 }
