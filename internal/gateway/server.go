@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,7 +20,9 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/admission"
+	"github.com/llmlab/llmlab/internal/http1"
 	"github.com/llmlab/llmlab/internal/observability"
+	"github.com/llmlab/llmlab/internal/openai"
 	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/queue"
 	"github.com/llmlab/llmlab/internal/sim/engine"
@@ -259,17 +262,29 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// deadline when they start (relayPlain), stream events each theirs
 	// (streamDeadline). No ReadTimeout: headers and body have separate bounds
 	// (ReadHeaderTimeout, and limitBody's, which answers 408).
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: s.set.ReadHeaderTimeout,
-		IdleTimeout:       s.set.IdleConnTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		// Every request's context descends from abort, so the end of the
-		// shutdown grace cancels them all with cause errShutdown, at no
-		// per-request cost (no derived context, no AfterFunc).
-		BaseContext: s.BaseContext,
-	}
 	tlsOn := s.set.TLSCert != ""
+	var srv server
+	if tlsOn || s.set.HTTPServer == "net/http" {
+		srv = &http.Server{
+			Handler:           s.handler,
+			ReadHeaderTimeout: s.set.ReadHeaderTimeout,
+			IdleTimeout:       s.set.IdleConnTimeout,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+			// Every request's context descends from abort, so the end of the
+			// shutdown grace cancels them all with cause errShutdown, at no
+			// per-request cost (no derived context, no AfterFunc).
+			BaseContext: s.BaseContext,
+		}
+	} else {
+		srv = &http1.Server{
+			Handler:           s.handler,
+			ReadHeaderTimeout: s.set.ReadHeaderTimeout,
+			IdleTimeout:       s.set.IdleConnTimeout,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+			BaseContext:       s.BaseContext,
+			ErrorBody:         protocolErrorBody,
+		}
+	}
 	ln = newConnLimiter(ln, s.set.MaxConns, !tlsOn, func() {
 		s.metrics.Errors.WithLabelValues("too_many_connections", "503").Inc()
 	})
@@ -282,7 +297,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	serveErr := make(chan error, 1)
 	go func() {
 		if tlsOn {
-			serveErr <- srv.ServeTLS(ln, s.set.TLSCert, s.set.TLSKey)
+			serveErr <- srv.(*http.Server).ServeTLS(ln, s.set.TLSCert, s.set.TLSKey)
 			return
 		}
 		serveErr <- srv.Serve(ln)
@@ -325,6 +340,20 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.Info("shutdown complete")
 	return runErr
+}
+
+// server is what Run needs of net/http's server and of http1's.
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+// protocolErrorBody is the OpenAI-shaped error the lean server answers a
+// malformed request with (net/http's answer is plain text).
+func protocolErrorBody(status int, msg string) (string, []byte) {
+	b, _ := json.Marshal(openai.NewError(status, msg))
+	return "application/json", append(b, '\n')
 }
 
 // logAccess says at start-up who may call what.

@@ -53,6 +53,7 @@ type Settings struct {
 	IdleConnTimeout   time.Duration // keep-alive connection with no request
 	WriteTimeout      time.Duration // a whole non-streamed answer
 	MaxConns          int           // open client connections; 0: no cap
+	HTTPServer        string        // "lean" (internal/http1) or "net/http"; TLS always net/http
 	KeepLogs          bool          // keep a per-run log directory on exit
 	LogMaxSizeMB      int           // worker log size before rotation
 	LogMaxBackups     int           // rotated worker logs kept
@@ -108,6 +109,7 @@ func Defaults() Settings {
 		IdleConnTimeout:      120 * time.Second,
 		WriteTimeout:         60 * time.Second,
 		MaxConns:             1024,
+		HTTPServer:           "lean",
 		LogMaxSizeMB:         50,
 		LogMaxBackups:        5,
 		WorkerHost:           "127.0.0.1",
@@ -219,6 +221,7 @@ func (s *Settings) Knobs() []Knob {
 		{"body_read_timeout", "longest a client may take to send a request's body, after its headers; past it 408", &s.BodyReadTimeout},
 		{"idle_conn_timeout", "keep-alive connections with no request for this long are closed", &s.IdleConnTimeout},
 		{"write_timeout", "longest the writing of a whole non-streamed answer may take (streams are bounded per event by stream_write_timeout)", &s.WriteTimeout},
+		{"http_server", "the plain-HTTP listener's server: lean (llmlab's HTTP/1.1 server, internal/http1: less CPU per request; it starts watching for a client that leaves once a request has run 1 ms) or net/http (Go's server, which watches every request's connection from its start); with TLS it is always net/http", &s.HTTPServer},
 		{"max_conns", "most open client connections; a connection past it gets an immediate 503 and is closed (0: no cap)", &s.MaxConns},
 		{"keep_logs", "keep the per-run worker log directory on exit (it is removed when log_dir is not given)", &s.KeepLogs},
 		{"log_max_size_mb", "worker log size in MiB before it is rotated", &s.LogMaxSizeMB},
@@ -424,6 +427,9 @@ func (s *Settings) Validate() error {
 	}
 	if s.LogMaxSizeMB <= 0 || s.LogMaxBackups < 0 {
 		errs = append(errs, errors.New("log_max_size_mb must be > 0 and log_max_backups >= 0"))
+	}
+	if s.HTTPServer != "lean" && s.HTTPServer != "net/http" {
+		errs = append(errs, fmt.Errorf("http_server %q: want lean or net/http", s.HTTPServer))
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		errs = append(errs, errors.New("tls_cert and tls_key go together"))

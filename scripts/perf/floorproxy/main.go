@@ -5,7 +5,9 @@
 // logs. It takes the arguments sidebyside gives `llmlab serve` (a profile
 // file whose `url:` line is the backend, --host, --port; the rest is
 // ignored) and prints the same "listening on" line, so it can stand in for
-// llmlab: `sidebyside --llmlab floorproxy`.
+// llmlab: `sidebyside --llmlab floorproxy`. FLOOR_SERVER=http1 in the
+// environment serves with internal/http1 (the gateway's default server)
+// instead of net/http's.
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/llmlab/llmlab/internal/http1"
 	"github.com/llmlab/llmlab/internal/profile"
 	"github.com/llmlab/llmlab/internal/upstream"
 )
@@ -105,6 +108,9 @@ func run() error {
 			}
 		}
 	})
+	if os.Getenv("FLOOR_SERVER") == "http1" {
+		return (&http1.Server{Handler: h}).Serve(ln)
+	}
 	return http.Serve(ln, h)
 }
 

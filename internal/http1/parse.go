@@ -1,0 +1,237 @@
+package http1
+
+import (
+	"bufio"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func validTokenBytes(s []byte) bool {
+	if len(s) == 0 {
+		return false
+	}
+	for _, c := range s {
+		if !httpguts.IsTokenRune(rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue: no control bytes but tab (RFC 9110 §5.5).
+func validValue(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// commonKeys interns the header names clients usually send, so that
+// reading them allocates nothing.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
+		"Connection", "Content-Length", "Content-Type", "Cookie", "Expect", "Host", "Keep-Alive", "Origin",
+		"Referer", "Transfer-Encoding", "User-Agent", "X-Request-Id", "X-Forwarded-For", "X-Stainless-Arch",
+		"X-Stainless-Lang", "X-Stainless-Os", "X-Stainless-Package-Version", "X-Stainless-Runtime",
+		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout",
+		"Access-Control-Request-Method", "Access-Control-Request-Headers", "Sec-Fetch-Mode", "Sec-Fetch-Site"} {
+		m[k] = k
+	}
+	return m
+}()
+
+// canonicalKey is textproto.CanonicalMIMEHeaderKey for a valid token,
+// without an allocation when the name is canonical and common.
+func canonicalKey(b []byte) string {
+	upper := true
+	for _, c := range b {
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			return textproto.CanonicalMIMEHeaderKey(string(b))
+		}
+		upper = c == '-'
+	}
+	if k, ok := commonKeys[string(b)]; ok {
+		return k
+	}
+	return string(b)
+}
+
+func parseVersion(p string) (major, minor int, ok bool) {
+	switch p {
+	case "HTTP/1.1":
+		return 1, 1, true
+	case "HTTP/1.0":
+		return 1, 0, true
+	}
+	return http.ParseHTTPVersion(p)
+}
+
+// parseTarget reads the request target (RFC 9112 §3.2).
+func parseTarget(method, target string) (*url.URL, error) {
+	switch {
+	case target == "":
+		return nil, badRequest("empty request target")
+	case method == http.MethodConnect:
+		if !httpguts.ValidHostHeader(target) || strings.Contains(target, "/") {
+			return nil, badRequest("malformed CONNECT target")
+		}
+		return &url.URL{Host: target}, nil
+	case target == "*":
+		return &url.URL{Path: "*"}, nil
+	case target[0] == '/':
+		if path, query, q := strings.Cut(target, "?"); plainPath(path) && plainQuery(query) {
+			return &url.URL{Path: path, RawQuery: query, ForceQuery: q && query == ""}, nil
+		}
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, badRequest("malformed request target")
+	}
+	return u, nil
+}
+
+// plainPath: a path url.ParseRequestURI would take as it is (no escapes,
+// nothing it would escape again), so parsing it can be skipped.
+func plainPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-._~/!$&'()*+,;=:@", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// plainQuery: no control bytes or spaces, which url.ParseRequestURI
+// refuses.
+func plainQuery(q string) bool {
+	for i := 0; i < len(q); i++ {
+		if c := q[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func validHost(h string) bool { return httpguts.ValidHostHeader(h) }
+
+// parseContentLength: digits only, and every copy the same.
+func parseContentLength(vs []string) (int64, bool) {
+	first := strings.TrimSpace(vs[0])
+	for _, v := range vs[1:] {
+		if strings.TrimSpace(v) != first {
+			return 0, false
+		}
+	}
+	if first == "" || len(first) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(first); i++ {
+		c := first[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+func writeStatusLine(b *bufio.Writer, code int) {
+	var d [8]byte
+	b.WriteString("HTTP/1.1 ")
+	b.Write(strconv.AppendInt(d[:0], int64(code), 10))
+	b.WriteByte(' ')
+	if t := http.StatusText(code); t != "" {
+		b.WriteString(t)
+	} else {
+		b.WriteString("status code ")
+		b.Write(strconv.AppendInt(d[:0], int64(code), 10))
+	}
+	b.WriteString("\r\n")
+}
+
+// dateCache holds the Date header's value, formatted once a second.
+type dateCache struct{ v atomic.Pointer[dateVal] }
+
+type dateVal struct {
+	sec int64
+	val string
+}
+
+func (d *dateCache) get() string {
+	now := time.Now()
+	if v := d.v.Load(); v != nil && v.sec == now.Unix() {
+		return v.val
+	}
+	v := &dateVal{now.Unix(), now.UTC().Format(http.TimeFormat)}
+	d.v.Store(v)
+	return v.val
+}
+
+// bufPools recycle connections' buffers.
+type readerPool struct{ p sync.Pool }
+
+func (p *readerPool) get(r *conn) *bufio.Reader {
+	if br, ok := p.p.Get().(*bufio.Reader); ok {
+		br.Reset(r)
+		return br
+	}
+	return bufio.NewReaderSize(r, 4<<10)
+}
+
+func (p *readerPool) put(br *bufio.Reader) {
+	br.Reset(nil)
+	p.p.Put(br)
+}
+
+type writerPool struct{ p sync.Pool }
+
+func (p *writerPool) get(w *conn) *bufio.Writer {
+	if bw, ok := p.p.Get().(*bufio.Writer); ok {
+		bw.Reset(w)
+		return bw
+	}
+	return bufio.NewWriterSize(w, 4<<10)
+}
+
+func (p *writerPool) put(bw *bufio.Writer) {
+	bw.Reset(nil)
+	p.p.Put(bw)
+}
