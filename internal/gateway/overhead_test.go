@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/http1"
 	"github.com/llmlab/llmlab/internal/openai"
 )
 
@@ -54,7 +56,11 @@ type benchEnv struct {
 	close           func()
 }
 
-func newBenchEnv(tb testing.TB) *benchEnv {
+func newBenchEnv(tb testing.TB) *benchEnv { return newBenchEnvOn(tb, "lean") }
+
+// newBenchEnvOn serves the gateway with the server Run would use for
+// http_server (lean: internal/http1; net/http).
+func newBenchEnvOn(tb testing.TB, server string) *benchEnv {
 	w := instantWorker()
 	set := Defaults()
 	set.IdleTimeout = 0
@@ -63,10 +69,25 @@ func newBenchEnv(tb testing.TB) *benchEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	g := httptest.NewServer(s.Handler())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var g interface {
+		Serve(net.Listener) error
+		Close() error
+	}
+	if server == "lean" {
+		g = &http1.Server{Handler: s.Handler(), BaseContext: s.BaseContext}
+	} else {
+		g = &http.Server{Handler: s.Handler(), BaseContext: s.BaseContext}
+	}
+	served := make(chan struct{})
+	go func() { _ = g.Serve(ln); close(served) }()
 	tr := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
-	return &benchEnv{direct: w.URL, gateway: g.URL, client: &http.Client{Transport: tr}, close: func() {
-		g.Close()
+	return &benchEnv{direct: w.URL, gateway: "http://" + ln.Addr().String(), client: &http.Client{Transport: tr}, close: func() {
+		_ = g.Close()
+		<-served
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.Close(ctx)
@@ -165,7 +186,11 @@ func TestOverheadReport(t *testing.T) {
 }
 
 func benchmarkPath(b *testing.B, gateway bool, body string) {
-	e := newBenchEnv(b)
+	benchmarkPathOn(b, gateway, body, "lean")
+}
+
+func benchmarkPathOn(b *testing.B, gateway bool, body, server string) {
+	e := newBenchEnvOn(b, server)
 	defer e.close()
 	base := e.direct
 	if gateway {
@@ -183,7 +208,13 @@ func benchmarkPath(b *testing.B, gateway bool, body string) {
 func BenchmarkCompletionDirect(b *testing.B)  { benchmarkPath(b, false, reqPlain) }
 func BenchmarkCompletionGateway(b *testing.B) { benchmarkPath(b, true, reqPlain) }
 func BenchmarkStream200Direct(b *testing.B)   { benchmarkPath(b, false, reqStream) }
-func BenchmarkStream200Gateway(b *testing.B)  { benchmarkPath(b, true, reqStream) }
+
+// The same through net/http's server (http_server: net/http).
+func BenchmarkCompletionGatewayNetHTTP(b *testing.B) {
+	benchmarkPathOn(b, true, reqPlain, "net/http")
+}
+func BenchmarkStream200GatewayNetHTTP(b *testing.B) { benchmarkPathOn(b, true, reqStream, "net/http") }
+func BenchmarkStream200Gateway(b *testing.B)        { benchmarkPath(b, true, reqStream) }
 
 func BenchmarkCompletionGatewayParallel(b *testing.B) {
 	e := newBenchEnv(b)

@@ -46,6 +46,7 @@ type conn struct {
 	bw     *bufio.Writer
 	remote string
 	line   []byte // a header line longer than br's buffer
+	head   []byte // a head read line by line
 	budget int    // header bytes left for this request
 
 	// Read deadlines are applied lazily: want is what the server or the
@@ -86,11 +87,14 @@ func (c *conn) init() {
 // the write side is shut first and what it sends is read away for up to
 // 500 ms, as net/http does in the same cases.
 func (c *conn) close() {
-	if c.timer != nil {
-		c.end()
-	}
+	c.end()
 	if c.bw != nil {
-		_ = c.bw.Flush()
+		if c.bw.Buffered() > 0 {
+			// A refusal, or what a panicking handler left: bounded, as a
+			// client that does not read must not hold the connection.
+			c.wdWant = time.Now().Add(time.Second)
+			_ = c.bw.Flush()
+		}
 		c.srv.writers.put(c.bw)
 		c.bw = nil
 	}
@@ -236,16 +240,13 @@ type request struct {
 
 // readRequest reads and checks a request's head.
 func (c *conn) readRequest() (*request, error) {
-	line, err := c.readLine()
-	// One empty line before a request is allowed (RFC 9112 §2.2).
-	if err == nil && len(line) == 0 {
-		line, err = c.readLine()
-	}
+	head, err := c.readHead()
 	if err != nil {
 		return nil, err
 	}
-	method, rest, ok1 := strings.Cut(string(line), " ")
-	target, proto, ok2 := strings.Cut(rest, " ")
+	line, rest := nextLine(head)
+	method, rest1, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(rest1, " ")
 	if !ok1 || !ok2 {
 		return nil, badRequest("malformed request line")
 	}
@@ -263,7 +264,7 @@ func (c *conn) readRequest() (*request, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := c.readHeader()
+	h, err := parseHeader(rest)
 	if err != nil {
 		return nil, err
 	}
@@ -280,6 +281,104 @@ func (c *conn) readRequest() (*request, error) {
 		return nil, err
 	}
 	return st, nil
+}
+
+// readHead reads a request's line and header fields, up to and with the
+// empty line, as one string: the request's strings are slices of it, so
+// a head costs one allocation. A head already in the buffer (the usual
+// case) is taken whole; otherwise line by line, under the size budget.
+func (c *conn) readHead() (string, error) {
+	buf, _ := c.br.Peek(c.br.Buffered())
+	// One empty line before a request is allowed (RFC 9112 §2.2).
+	if skip := lineEnd(buf); skip == 1 && buf[0] == '\n' || skip == 2 && buf[0] == '\r' {
+		_, _ = c.br.Discard(skip)
+		c.budget -= skip
+		buf = buf[skip:]
+	}
+	if end := headEnd(buf); end > 0 && end <= c.budget {
+		head := string(buf[:end])
+		_, _ = c.br.Discard(end)
+		return head, nil
+	}
+	c.head = c.head[:0]
+	for n := 0; ; n++ {
+		line, err := c.readLine()
+		if err != nil {
+			if err == errQuiet && n > 0 {
+				return "", badRequest("request ended inside its headers")
+			}
+			return "", err
+		}
+		if n == 0 && len(line) == 0 {
+			continue // the one empty line allowed before a request
+		}
+		c.head = append(append(c.head, line...), '\n')
+		if len(line) == 0 {
+			return string(c.head), nil
+		}
+	}
+}
+
+// lineEnd is the length of buf's first line with its line end; 0 when
+// no line is complete.
+func lineEnd(buf []byte) int {
+	return bytes.IndexByte(buf, '\n') + 1
+}
+
+// headEnd is the length of the head at buf's start, up to and with its
+// empty line (a line end may be CRLF or LF); 0 when it is not all there.
+func headEnd(buf []byte) int {
+	for i := 0; ; {
+		n := lineEnd(buf[i:])
+		if n == 0 {
+			return 0
+		}
+		if n == 1 || n == 2 && buf[i] == '\r' {
+			return i + n
+		}
+		i += n
+	}
+}
+
+// nextLine splits off head's first line, without its line end.
+func nextLine(head string) (line, rest string) {
+	line, rest, _ = strings.Cut(head, "\n")
+	return strings.TrimSuffix(line, "\r"), rest
+}
+
+// parseHeader reads the header fields of a head's rest.
+func parseHeader(rest string) (http.Header, error) {
+	n := strings.Count(rest, "\n")
+	h := make(http.Header, n)
+	vals := make([]string, 0, n) // one backing array for single values
+	for {
+		var line string
+		line, rest = nextLine(rest)
+		if line == "" {
+			return h, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, badRequest("obsolete line folding in headers")
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || name == "" {
+			return nil, badRequest("malformed header line")
+		}
+		value = strings.Trim(value, " \t")
+		if !validToken(name) {
+			return nil, badRequest("invalid header name " + strconv.Quote(name))
+		}
+		if !validValue(value) {
+			return nil, badRequest("invalid header value for " + strconv.Quote(name))
+		}
+		key := canonicalKey(name)
+		if old, dup := h[key]; dup {
+			h[key] = append(old, value)
+			continue
+		}
+		vals = append(vals, value)
+		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 }
 
 // frame reads the Host, body framing, Expect and Connection headers.
@@ -345,39 +444,6 @@ func (c *conn) frame(st *request, h http.Header) error {
 	st.close = wantsClose(r.ProtoMinor, h["Connection"])
 	r.Close = st.close
 	return nil
-}
-
-// readHeader reads header lines up to the empty line.
-func (c *conn) readHeader() (http.Header, error) {
-	h := make(http.Header, 8)
-	for {
-		line, err := c.readLine()
-		if err != nil {
-			if err == errQuiet {
-				return nil, badRequest("request ended inside its headers")
-			}
-			return nil, err
-		}
-		if len(line) == 0 {
-			return h, nil
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, badRequest("obsolete line folding in headers")
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return nil, badRequest("malformed header line")
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		if !validTokenBytes(name) {
-			return nil, badRequest("invalid header name " + strconv.Quote(string(name)))
-		}
-		if !validValue(value) {
-			return nil, badRequest("invalid header value for " + strconv.Quote(string(name)))
-		}
-		key := canonicalKey(name)
-		h[key] = append(h[key], string(value))
-	}
 }
 
 // serveRequest runs the handler and finishes its answer; false ends the
@@ -489,7 +555,9 @@ func (c *conn) watch(cancel context.CancelCauseFunc, done chan struct{}) {
 
 // end stops the timer and any watch once the handler has returned.
 func (c *conn) end() {
-	c.timer.Stop()
+	if c.timer != nil { // nil when WatchAfter < 0
+		c.timer.Stop()
+	}
 	c.mu.Lock()
 	c.active = false
 	c.mu.Unlock()

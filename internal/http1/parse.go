@@ -26,36 +26,14 @@ func validToken(s string) bool {
 	return true
 }
 
-func validTokenBytes(s []byte) bool {
-	if len(s) == 0 {
-		return false
-	}
-	for _, c := range s {
-		if !httpguts.IsTokenRune(rune(c)) {
-			return false
-		}
-	}
-	return true
-}
-
 // validValue: no control bytes but tab (RFC 9110 §5.5).
-func validValue(v []byte) bool {
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c == 0x7f {
+func validValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
 		}
 	}
 	return true
-}
-
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // commonKeys interns the header names clients usually send, so that
@@ -74,19 +52,24 @@ var commonKeys = func() map[string]string {
 }()
 
 // canonicalKey is textproto.CanonicalMIMEHeaderKey for a valid token,
-// without an allocation when the name is canonical and common.
-func canonicalKey(b []byte) string {
+// without an allocation when the name is already canonical.
+func canonicalKey(k string) string {
 	upper := true
-	for _, c := range b {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
 		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			return textproto.CanonicalMIMEHeaderKey(string(b))
+			k = textproto.CanonicalMIMEHeaderKey(k)
+			if ck, ok := commonKeys[k]; ok {
+				return ck
+			}
+			return k
 		}
 		upper = c == '-'
 	}
-	if k, ok := commonKeys[string(b)]; ok {
-		return k
+	if ck, ok := commonKeys[k]; ok {
+		return ck // not a slice of the head: it may outlive the request
 	}
-	return string(b)
+	return k
 }
 
 func parseVersion(p string) (major, minor int, ok bool) {
@@ -174,15 +157,13 @@ func parseContentLength(vs []string) (int64, bool) {
 }
 
 func writeStatusLine(b *bufio.Writer, code int) {
-	var d [8]byte
 	b.WriteString("HTTP/1.1 ")
-	b.Write(strconv.AppendInt(d[:0], int64(code), 10))
-	b.WriteByte(' ')
+	b.Write(append(strconv.AppendInt(b.AvailableBuffer(), int64(code), 10), ' '))
 	if t := http.StatusText(code); t != "" {
 		b.WriteString(t)
 	} else {
 		b.WriteString("status code ")
-		b.Write(strconv.AppendInt(d[:0], int64(code), 10))
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(code), 10))
 	}
 	b.WriteString("\r\n")
 }

@@ -126,9 +126,9 @@ func (w *response) writeBody(p []byte) {
 	}
 	b := w.c.bw
 	if w.chunked {
-		var n [16]byte
-		b.Write(strconv.AppendInt(n[:0], int64(len(p)), 16))
-		b.WriteString("\r\n")
+		// Formatted in the writer's own buffer: a local array would
+		// escape through bufio's Write and cost an allocation per chunk.
+		b.Write(append(strconv.AppendInt(b.AvailableBuffer(), int64(len(p)), 16), '\r', '\n'))
 		b.Write(p)
 		_, err := b.WriteString("\r\n")
 		w.check(err)
@@ -210,10 +210,8 @@ func (w *response) sendHeader(final bool) {
 }
 
 func writeLength(b *bufio.Writer, n int64) {
-	var d [20]byte
 	b.WriteString("Content-Length: ")
-	b.Write(strconv.AppendInt(d[:0], n, 10))
-	b.WriteString("\r\n")
+	b.Write(append(strconv.AppendInt(b.AvailableBuffer(), n, 10), '\r', '\n'))
 }
 
 // writeFields writes the handler's header fields but the framing ones,
