@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/llmlab/llmlab/internal/httpwire"
 )
 
 // ErrClientGone is the cause a request's context is cancelled with when its
@@ -244,16 +246,16 @@ func (c *conn) readRequest() (*request, error) {
 	if err != nil {
 		return nil, err
 	}
-	line, rest := nextLine(head)
+	line, rest := httpwire.NextLine(head)
 	method, rest1, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(rest1, " ")
 	if !ok1 || !ok2 {
 		return nil, badRequest("malformed request line")
 	}
-	if !validToken(method) {
+	if !httpwire.ValidToken(method) {
 		return nil, badRequest("invalid method")
 	}
-	major, minor, ok := parseVersion(proto)
+	major, minor, ok := httpwire.ParseVersion(proto)
 	if !ok {
 		return nil, badRequest("malformed HTTP version")
 	}
@@ -264,9 +266,9 @@ func (c *conn) readRequest() (*request, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := parseHeader(rest)
+	h, err := httpwire.ParseHeader(rest)
 	if err != nil {
-		return nil, err
+		return nil, badRequest(err.Error())
 	}
 	st := &request{}
 	var zero http.Request
@@ -290,12 +292,12 @@ func (c *conn) readRequest() (*request, error) {
 func (c *conn) readHead() (string, error) {
 	buf, _ := c.br.Peek(c.br.Buffered())
 	// One empty line before a request is allowed (RFC 9112 §2.2).
-	if skip := lineEnd(buf); skip == 1 && buf[0] == '\n' || skip == 2 && buf[0] == '\r' {
+	if skip := httpwire.LineEnd(buf); skip == 1 && buf[0] == '\n' || skip == 2 && buf[0] == '\r' {
 		_, _ = c.br.Discard(skip)
 		c.budget -= skip
 		buf = buf[skip:]
 	}
-	if end := headEnd(buf); end > 0 && end <= c.budget {
+	if end := httpwire.HeadEnd(buf); end > 0 && end <= c.budget {
 		head := string(buf[:end])
 		_, _ = c.br.Discard(end)
 		return head, nil
@@ -316,68 +318,6 @@ func (c *conn) readHead() (string, error) {
 		if len(line) == 0 {
 			return string(c.head), nil
 		}
-	}
-}
-
-// lineEnd is the length of buf's first line with its line end; 0 when
-// no line is complete.
-func lineEnd(buf []byte) int {
-	return bytes.IndexByte(buf, '\n') + 1
-}
-
-// headEnd is the length of the head at buf's start, up to and with its
-// empty line (a line end may be CRLF or LF); 0 when it is not all there.
-func headEnd(buf []byte) int {
-	for i := 0; ; {
-		n := lineEnd(buf[i:])
-		if n == 0 {
-			return 0
-		}
-		if n == 1 || n == 2 && buf[i] == '\r' {
-			return i + n
-		}
-		i += n
-	}
-}
-
-// nextLine splits off head's first line, without its line end.
-func nextLine(head string) (line, rest string) {
-	line, rest, _ = strings.Cut(head, "\n")
-	return strings.TrimSuffix(line, "\r"), rest
-}
-
-// parseHeader reads the header fields of a head's rest.
-func parseHeader(rest string) (http.Header, error) {
-	n := strings.Count(rest, "\n")
-	h := make(http.Header, n)
-	vals := make([]string, 0, n) // one backing array for single values
-	for {
-		var line string
-		line, rest = nextLine(rest)
-		if line == "" {
-			return h, nil
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, badRequest("obsolete line folding in headers")
-		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok || name == "" {
-			return nil, badRequest("malformed header line")
-		}
-		value = strings.Trim(value, " \t")
-		if !validToken(name) {
-			return nil, badRequest("invalid header name " + strconv.Quote(name))
-		}
-		if !validValue(value) {
-			return nil, badRequest("invalid header value for " + strconv.Quote(name))
-		}
-		key := canonicalKey(name)
-		if old, dup := h[key]; dup {
-			h[key] = append(old, value)
-			continue
-		}
-		vals = append(vals, value)
-		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 }
 
@@ -420,7 +360,7 @@ func (c *conn) frame(st *request, h http.Header) error {
 		st.body.chunks = newChunkedReader(c.br)
 		r.Body = st.body
 	case hasCL:
-		n, ok := parseContentLength(cl)
+		n, ok := httpwire.ParseContentLength(cl)
 		if !ok {
 			return badRequest("malformed Content-Length")
 		}

@@ -3,7 +3,6 @@ package http1
 import (
 	"bufio"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -13,74 +12,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 )
-
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !httpguts.IsTokenRune(rune(s[i])) {
-			return false
-		}
-	}
-	return true
-}
-
-// validValue: no control bytes but tab (RFC 9110 §5.5).
-func validValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// commonKeys interns the header names clients usually send, so that
-// reading them allocates nothing.
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
-		"Connection", "Content-Length", "Content-Type", "Cookie", "Expect", "Host", "Keep-Alive", "Origin",
-		"Referer", "Transfer-Encoding", "User-Agent", "X-Request-Id", "X-Forwarded-For", "X-Stainless-Arch",
-		"X-Stainless-Lang", "X-Stainless-Os", "X-Stainless-Package-Version", "X-Stainless-Runtime",
-		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout",
-		"Access-Control-Request-Method", "Access-Control-Request-Headers", "Sec-Fetch-Mode", "Sec-Fetch-Site"} {
-		m[k] = k
-	}
-	return m
-}()
-
-// canonicalKey is textproto.CanonicalMIMEHeaderKey for a valid token,
-// without an allocation when the name is already canonical.
-func canonicalKey(k string) string {
-	upper := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			k = textproto.CanonicalMIMEHeaderKey(k)
-			if ck, ok := commonKeys[k]; ok {
-				return ck
-			}
-			return k
-		}
-		upper = c == '-'
-	}
-	if ck, ok := commonKeys[k]; ok {
-		return ck // not a slice of the head: it may outlive the request
-	}
-	return k
-}
-
-func parseVersion(p string) (major, minor int, ok bool) {
-	switch p {
-	case "HTTP/1.1":
-		return 1, 1, true
-	case "HTTP/1.0":
-		return 1, 0, true
-	}
-	return http.ParseHTTPVersion(p)
-}
 
 // parseTarget reads the request target (RFC 9112 §3.2).
 func parseTarget(method, target string) (*url.URL, error) {
@@ -133,28 +64,6 @@ func plainQuery(q string) bool {
 }
 
 func validHost(h string) bool { return httpguts.ValidHostHeader(h) }
-
-// parseContentLength: digits only, and every copy the same.
-func parseContentLength(vs []string) (int64, bool) {
-	first := strings.TrimSpace(vs[0])
-	for _, v := range vs[1:] {
-		if strings.TrimSpace(v) != first {
-			return 0, false
-		}
-	}
-	if first == "" || len(first) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(first); i++ {
-		c := first[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
-}
 
 func writeStatusLine(b *bufio.Writer, code int) {
 	b.WriteString("HTTP/1.1 ")

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/llmlab/llmlab/internal/httpwire"
 )
 
 // holdLimit is how much of a body the server holds before sending the
@@ -224,7 +226,7 @@ func writeFields(b *bufio.Writer, h http.Header) {
 		case "Content-Length", "Transfer-Encoding", "Connection", "Trailer":
 			continue
 		}
-		if !validToken(k) {
+		if !httpwire.ValidToken(k) {
 			continue
 		}
 		for _, v := range vs {

@@ -24,6 +24,10 @@ type conn struct {
 	idleAt time.Time     // when it last went idle (zero: never)
 	kill   func()        // c.abort as a func value, made once per connection
 	lr     io.LimitedReader
+	// A response's body, when readResponse frames it (one exchange at a
+	// time uses them).
+	sized   sizedBody
+	chunked chunkedBody
 }
 
 // abort closes the connection, unblocking any I/O on it; the context watch
@@ -73,7 +77,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, body io.ReadClos
 		if _, err := c.br.Peek(1); err != nil {
 			return fail("read response", err, n == 0)
 		}
-		resp, err = http.ReadResponse(c.br, req)
+		resp, err = c.readResponse(req)
 		if err != nil {
 			return fail("read response", err, false)
 		}
