@@ -67,6 +67,7 @@ type conn struct {
 	bodyDone  bool // its body is read (or it has none)
 	fired     bool // WatchAfter passed while the body was unread
 	watching  bool
+	watched   bool // a watch ran for this request: it cleared the read deadline
 	stopping  bool
 	watchDone chan struct{}
 	reqCancel context.CancelCauseFunc
@@ -376,10 +377,13 @@ func (c *conn) frame(st *request, h http.Header) error {
 	}
 
 	if ex, ok := h["Expect"]; ok {
-		if len(ex) != 1 || r.ProtoMinor == 0 || !strings.EqualFold(strings.TrimSpace(ex[0]), "100-continue") {
+		cont := len(ex) == 1 && strings.EqualFold(strings.TrimSpace(ex[0]), "100-continue")
+		switch {
+		case !cont:
 			return &protoError{http.StatusExpectationFailed, "unsupported Expect header"}
+		case r.ProtoMinor >= 1: // an HTTP/1.0 client's is ignored (RFC 9110 §10.1.1)
+			st.expect100 = st.body != nil
 		}
-		st.expect100 = st.body != nil
 	}
 	st.close = wantsClose(r.ProtoMinor, h["Connection"])
 	r.Close = st.close
@@ -462,7 +466,7 @@ func (c *conn) startWatchLocked() {
 	if c.br.Buffered() > 0 || len(c.peek) > 0 {
 		return
 	}
-	c.watching = true
+	c.watching, c.watched = true, true
 	c.watchDone = make(chan struct{})
 	go c.watch(c.reqCancel, c.watchDone)
 }
@@ -500,8 +504,13 @@ func (c *conn) end() {
 	}
 	c.mu.Lock()
 	c.active = false
+	watched := c.watched
+	c.watched = false
 	c.mu.Unlock()
 	c.stopWatch()
+	if watched {
+		c.rdSet = aLongTimeAgo // unknown: the next wait re-arms it
+	}
 }
 
 func (c *conn) stopWatch() {
@@ -518,7 +527,6 @@ func (c *conn) stopWatch() {
 	c.mu.Lock()
 	c.stopping = false
 	c.mu.Unlock()
-	c.rdSet = aLongTimeAgo // the watch changed it
 }
 
 // clientGone marks a failed write: the request's context is cancelled as
@@ -544,6 +552,7 @@ func (c *conn) discardBody(st *request) bool {
 	if t := c.srv.ReadHeaderTimeout; t > 0 {
 		c.rdWant = time.Now().Add(t)
 	}
+	b.closed = false // the handler closed it; the server still reads it away
 	n, err := io.CopyN(io.Discard, b, maxDiscard+1)
 	return n <= maxDiscard && (err == nil || err == io.EOF) && b.done
 }

@@ -93,6 +93,10 @@ func (w *response) Write(p []byte) (int, error) {
 	}
 	if w.noBody {
 		if w.head {
+			// What a GET would have sent: its Content-Type too.
+			if _, ok := w.header["Content-Type"]; !ok && !w.sentHeader && w.written == 0 && len(p) > 0 {
+				w.header.Set("Content-Type", http.DetectContentType(p))
+			}
 			w.written += int64(len(p))
 			return len(p), nil
 		}
@@ -107,7 +111,7 @@ func (w *response) Write(p []byte) (int, error) {
 			w.hold = append(w.hold, p...)
 			return len(p), nil
 		}
-		w.sendHeader(false)
+		w.sendHeader(false, p)
 	}
 	w.writeBody(p)
 	if w.err != nil {
@@ -151,11 +155,21 @@ func (w *response) check(err error) {
 // sendHeader puts the status line and header in the connection's buffer,
 // then the held body. final: the handler has returned, so the held body is
 // all of it.
-func (w *response) sendHeader(final bool) {
+func (w *response) sendHeader(final bool, next []byte) {
 	w.sentHeader = true
 	c, h := w.c, w.header
-	if _, ok := h["Content-Type"]; !ok && !w.noBody && len(w.hold) > 0 {
-		h.Set("Content-Type", http.DetectContentType(w.hold))
+	if _, ok := h["Content-Type"]; !ok && !w.noBody {
+		if sniff := w.hold; len(sniff) > 0 || len(next) > 0 {
+			if len(sniff) == 0 {
+				sniff = next
+			}
+			h.Set("Content-Type", http.DetectContentType(sniff))
+		}
+	}
+	// A handler that returned having written less than it declared: the
+	// connection's end tells the client the answer is short.
+	if final && w.declared >= 0 && w.written < w.declared && !w.noBody {
+		w.closeAfter = true
 	}
 	for _, v := range h["Connection"] {
 		if strings.Contains(strings.ToLower(v), "close") {
@@ -168,7 +182,7 @@ func (w *response) sendHeader(final bool) {
 	// A body the handler left unread that cannot be read away: the
 	// connection cannot carry another request.
 	if bd := w.st.body; bd != nil && !bd.done {
-		if bd.chunked || bd.remain > maxDiscard || w.st.expect100 && !bd.continued {
+		if bd.err != nil || bd.chunked || bd.remain > maxDiscard || w.st.expect100 && !bd.continued {
 			w.closeAfter = true
 		}
 	}
@@ -252,7 +266,7 @@ func (w *response) FlushError() error {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.sentHeader {
-		w.sendHeader(false)
+		w.sendHeader(false, nil)
 	}
 	w.flushConn()
 	return w.err
@@ -287,7 +301,7 @@ func (w *response) finish() {
 	}
 	switch {
 	case !w.sentHeader:
-		w.sendHeader(true)
+		w.sendHeader(true, nil)
 	case w.chunked:
 		_, err := w.c.bw.WriteString("0\r\n\r\n")
 		w.check(err)
@@ -370,8 +384,9 @@ func (b *body) trailer() error {
 	for {
 		line, err := b.c.readLine()
 		if err != nil {
-			if err == errQuiet {
-				return io.ErrUnexpectedEOF
+			var pe *protoError
+			if err == errQuiet || errors.As(err, &pe) && pe.status == http.StatusBadRequest {
+				return io.ErrUnexpectedEOF // the body ended inside its trailer
 			}
 			return err
 		}
