@@ -37,7 +37,10 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 	te, hasTE := h["Transfer-Encoding"]
 	cl, hasCL := h["Content-Length"]
 	var n int64
-	if hasTE && (len(te) != 1 || !asciiEqualFold(trim(te[0]), "chunked")) {
+	// Other codings, and both framings at once, are rare: net/http's
+	// rules apply to them.
+	noBody := req.Method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
+	if hasTE && (hasCL || noBody || minor == 0 || len(te) != 1 || !asciiEqualFold(trim(te[0]), "chunked")) {
 		return http.ReadResponse(br, req)
 	}
 	if hasCL && !hasTE {
@@ -48,18 +51,20 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 	_, _ = br.Discard(end)
 	resp := &http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: major, ProtoMinor: minor,
 		Header: h, Request: req}
-	resp.Close = hasToken(h["Connection"], "close") || minor == 0 && !hasToken(h["Connection"], "keep-alive")
+	// As net/http: a 1.1 "Connection: close" is taken out of the fields.
+	if minor == 0 {
+		resp.Close = !hasToken(h["Connection"], "keep-alive") || hasToken(h["Connection"], "close")
+	} else if hasToken(h["Connection"], "close") {
+		resp.Close = true
+		delete(h, "Connection")
+	}
 	switch {
-	case req.Method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
+	case noBody:
 		resp.Body = http.NoBody
 		if req.Method == http.MethodHead && hasCL && !hasTE {
 			resp.ContentLength = n
 		}
 	case hasTE:
-		// Chunked framing wins over a Content-Length (RFC 9112 §6.3), and
-		// such a connection is not reused.
-		resp.Close = resp.Close || hasCL
-		delete(h, "Content-Length")
 		delete(h, "Transfer-Encoding")
 		resp.TransferEncoding = []string{"chunked"}
 		resp.ContentLength = -1
