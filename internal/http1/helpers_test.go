@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ type testServer struct {
 	addr     string
 	served   chan error // Serve's result
 	logs     *lockedBuffer
-	handlers sync.WaitGroup // handler calls in flight
+	handlers atomic.Int64 // handler calls in flight
 }
 
 // start serves h on 127.0.0.1:0; opts adjust the server before it starts.
@@ -69,7 +70,7 @@ func start(t *testing.T, h http.Handler, opts ...func(*http1.Server)) *testServe
 	ts.srv = &http1.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ts.handlers.Add(1)
-			defer ts.handlers.Done()
+			defer ts.handlers.Add(-1)
 			h.ServeHTTP(w, r)
 		}),
 		ErrorLog: log.New(ts.logs, "", 0),
@@ -88,12 +89,11 @@ func start(t *testing.T, h http.Handler, opts ...func(*http1.Server)) *testServe
 		case <-time.After(wait):
 			t.Errorf("Serve did not return within %v of Close", wait)
 		}
-		done := make(chan struct{})
-		go func() { ts.handlers.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(wait):
-			t.Errorf("handlers still running %v after Close", wait)
+		for end := time.Now().Add(wait); ts.handlers.Load() > 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(end) {
+				t.Errorf("handlers still running %v after Close", wait)
+				break
+			}
 		}
 	})
 	return ts
@@ -115,9 +115,9 @@ type rawConn struct {
 	br *bufio.Reader
 }
 
-func (ts *testServer) dial() *rawConn {
-	ts.t.Helper()
-	return dialAddr(ts.t, ts.addr)
+func (ts *testServer) dial(t *testing.T) *rawConn {
+	t.Helper()
+	return dialAddr(t, ts.addr)
 }
 
 func dialAddr(t *testing.T, addr string) *rawConn {
@@ -200,12 +200,12 @@ func (rc *rawConn) expectOpen() {
 }
 
 // get checks that the server still answers a fresh client.
-func (ts *testServer) stillServes() {
-	ts.t.Helper()
-	rc := ts.dial()
+func (ts *testServer) stillServes(t *testing.T) {
+	t.Helper()
+	rc := ts.dial(t)
 	r := rc.roundTrip("GET", "GET /alive HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	if r.StatusCode != http.StatusOK {
-		ts.t.Fatalf("a fresh client got status %d, want 200", r.StatusCode)
+		t.Fatalf("a fresh client got status %d, want 200", r.StatusCode)
 	}
 	_ = rc.c.Close()
 }

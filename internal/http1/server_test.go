@@ -19,7 +19,7 @@ import (
 
 func TestGetPostKeepAlive(t *testing.T) {
 	ts := start(t, http.HandlerFunc(echo))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	r := rc.roundTrip("GET", "GET /a?b=1 HTTP/1.1\r\nHost: example.test\r\n\r\n")
 	if r.StatusCode != 200 || r.body != `GET /a?b=1 example.test ""` {
 		t.Fatalf("GET: %d %q", r.StatusCode, r.body)
@@ -45,7 +45,7 @@ func TestGetPostKeepAlive(t *testing.T) {
 
 func TestPipelinedInOrder(t *testing.T) {
 	ts := start(t, http.HandlerFunc(echo))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	var all strings.Builder
 	for i := range 5 {
 		fmt.Fprintf(&all, "POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d", i, i)
@@ -101,7 +101,7 @@ func TestHTTP10(t *testing.T) {
 		}
 	}))
 	t.Run("closes by default", func(t *testing.T) {
-		rc := ts.dial()
+		rc := ts.dial(t)
 		r := rc.roundTrip("GET", "GET / HTTP/1.0\r\n\r\n")
 		if r.body != "small" || !r.Close {
 			t.Fatalf("body %q Close %v", r.body, r.Close)
@@ -109,7 +109,7 @@ func TestHTTP10(t *testing.T) {
 		rc.expectClosed()
 	})
 	t.Run("keep-alive", func(t *testing.T) {
-		rc := ts.dial()
+		rc := ts.dial(t)
 		for range 3 {
 			r := rc.roundTrip("GET", "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
 			if r.body != "small" || r.Close || !hasToken(r.Header, "Connection", "keep-alive") || r.ContentLength != 5 {
@@ -119,7 +119,7 @@ func TestHTTP10(t *testing.T) {
 	})
 	for _, path := range []string{"/big", "/flush"} {
 		t.Run("no chunked answer "+path, func(t *testing.T) {
-			rc := ts.dial()
+			rc := ts.dial(t)
 			rc.send("GET " + path + " HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
 			raw, err := io.ReadAll(rc.br)
 			if err != nil {
@@ -151,7 +151,7 @@ func TestHEAD(t *testing.T) {
 		}
 		w.Write([]byte(strings.Repeat("h", n)))
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	for _, q := range []string{"n=11", "n=20000", "n=20000&declare", "n=5&declare"} {
 		get := rc.roundTrip("GET", "GET /?"+q+" HTTP/1.1\r\nHost: x\r\n\r\n")
 		head := rc.roundTrip("HEAD", "HEAD /?"+q+" HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -178,7 +178,7 @@ func TestHEADContentTypeMatchesGET(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "<html><body>hello</body></html>")
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	get := rc.roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	head := rc.roundTrip("HEAD", "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if g, h := get.Header.Get("Content-Type"), head.Header.Get("Content-Type"); g != h {
@@ -198,7 +198,7 @@ func TestNoBodyStatuses(t *testing.T) {
 		_, err = io.WriteString(w, "ignored")
 		errs <- err
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	for _, code := range []int{204, 304} {
 		rc.send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", code))
 		r := rc.read("GET")
@@ -228,7 +228,7 @@ func TestConnectionClose(t *testing.T) {
 		{"handler", "GET /handler-closes HTTP/1.1\r\nHost: x\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rc := ts.dial()
+			rc := ts.dial(t)
 			r := rc.roundTrip("GET", tc.req)
 			// ReadResponse takes "Connection: close" out of the header
 			// into Close.
@@ -253,7 +253,7 @@ func TestHeldOrChunked(t *testing.T) {
 			w.(http.Flusher).Flush()
 		}
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	for _, tc := range []struct {
 		q       string
 		n       int
@@ -298,7 +298,7 @@ func TestContentTypeSniffing(t *testing.T) {
 		case "/empty":
 		}
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	for path, want := range map[string]string{
 		"/html":  "text/html; charset=utf-8",
 		"/png":   "image/png",
@@ -320,7 +320,7 @@ func TestContentTypeSniffingLargeFirstWrite(t *testing.T) {
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, page)
 	}))
-	r := ts.dial().roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	r := ts.dial(t).roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if r.body != page {
 		t.Fatalf("body differs")
 	}
@@ -336,7 +336,7 @@ func TestDateHeader(t *testing.T) {
 		}
 		io.WriteString(w, "d")
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	r := rc.roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	d, err := http.ParseTime(r.Header.Get("Date"))
 	if err != nil {
@@ -367,7 +367,7 @@ func TestHandlerContentLength(t *testing.T) {
 			io.WriteString(w, "abc")
 		}
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	r := rc.roundTrip("GET", "GET /exact HTTP/1.1\r\nHost: x\r\n\r\n")
 	if r.ContentLength != 20000 || len(r.TransferEncoding) != 0 || len(r.body) != 20000 {
 		t.Fatalf("declared 20000: CL %d TE %v body %d", r.ContentLength, r.TransferEncoding, len(r.body))
@@ -398,7 +398,7 @@ func TestShortBodyClosesConnection(t *testing.T) {
 	}))
 	for _, path := range []string{"/flushed", "/held"} {
 		t.Run(path[1:], func(t *testing.T) {
-			rc := ts.dial()
+			rc := ts.dial(t)
 			rc.send("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")
 			r, err := rc.tryRead("GET")
 			if r.Response == nil {
@@ -465,7 +465,7 @@ func TestResponseControllerUnsupported(t *testing.T) {
 		errs <- err
 		errs <- rc.EnableFullDuplex()
 	}))
-	ts.dial().roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	ts.dial(t).roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	for range 2 {
 		if err := <-errs; !errors.Is(err, http.ErrNotSupported) {
 			t.Fatalf("got %v, want ErrNotSupported", err)
@@ -491,7 +491,7 @@ func TestWriteDeadline(t *testing.T) {
 		}
 		res <- result{err, context.Cause(r.Context())}
 	}), func(s *http1.Server) { s.WatchAfter = time.Hour })
-	rc := ts.dial()
+	rc := ts.dial(t)
 	rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read the answer
 	select {
 	case r := <-res:
@@ -519,7 +519,7 @@ func TestChunkedRequestBody(t *testing.T) {
 		}
 		echo(w, r)
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	r := rc.roundTrip("POST", "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+
 		"5;ext=1\r\nhello\r\n6;a;b=\"c\"\r\n world\r\n0\r\nX-Trailer: t\r\nX-Other: u\r\n\r\n")
 	if r.body != `POST /c x "hello world"` {
@@ -566,7 +566,7 @@ func TestExpectContinue(t *testing.T) {
 		echo(w, r)
 	}))
 	t.Run("sent when the handler reads", func(t *testing.T) {
-		rc := ts.dial()
+		rc := ts.dial(t)
 		rc.send("POST /read HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
 		r := rc.read("POST")
 		if r.StatusCode != http.StatusContinue {
@@ -580,7 +580,7 @@ func TestExpectContinue(t *testing.T) {
 		rc.expectOpen()
 	})
 	t.Run("not sent when the handler does not read", func(t *testing.T) {
-		rc := ts.dial()
+		rc := ts.dial(t)
 		rc.send("POST /noread HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
 		// Had a 100 been sent before the handler ran, it would come first.
 		r := rc.read("POST")
@@ -595,7 +595,7 @@ func TestExpectContinue(t *testing.T) {
 		rc.expectClosed()
 	})
 	t.Run("unsupported expectation", func(t *testing.T) {
-		rc := ts.dial()
+		rc := ts.dial(t)
 		r := rc.roundTrip("POST", "POST / HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\nContent-Length: 0\r\n\r\n")
 		if r.StatusCode != http.StatusExpectationFailed {
 			t.Fatalf("status %d, want 417", r.StatusCode)
@@ -625,7 +625,7 @@ func TestExpectContinue(t *testing.T) {
 // expectation." The server answers 417 instead (net/http ignores it).
 func TestExpectContinueHTTP10Ignored(t *testing.T) {
 	ts := start(t, http.HandlerFunc(echo))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	r := rc.roundTrip("POST", "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
 	if r.StatusCode != 200 || r.body != `POST /  "hi"` {
 		t.Fatalf("BUG: HTTP/1.0 request with Expect: 100-continue got %d %q, want 200 (the expectation ignored)", r.StatusCode, r.body)
@@ -643,7 +643,7 @@ func TestUnreadBody(t *testing.T) {
 	}))
 	for _, path := range []string{"/ignore", "/partial"} {
 		t.Run("small body drained "+path, func(t *testing.T) {
-			rc := ts.dial()
+			rc := ts.dial(t)
 			body := strings.Repeat("u", 100<<10)
 			rc.send(fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body))
 			r := rc.read("POST")
@@ -656,7 +656,7 @@ func TestUnreadBody(t *testing.T) {
 	t.Run("small chunked body", func(t *testing.T) {
 		// The server may keep or close; either way the answer arrives whole
 		// and a kept connection must be in step.
-		rc := ts.dial()
+		rc := ts.dial(t)
 		r := rc.roundTrip("POST", "POST /ignore HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
 		if r.body != "done" {
 			t.Fatalf("body %q", r.body)
@@ -668,7 +668,7 @@ func TestUnreadBody(t *testing.T) {
 		}
 	})
 	t.Run("large body closes", func(t *testing.T) {
-		rc := ts.dial()
+		rc := ts.dial(t)
 		n := 1 << 20
 		rc.send(fmt.Sprintf("POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", n))
 		// Part of the body; the rest never comes.
@@ -696,7 +696,7 @@ func TestClosedUnreadBodyKeepsConnection(t *testing.T) {
 		defer r.Body.Close()
 		io.WriteString(w, "done")
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	r := rc.roundTrip("POST", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
 	if r.body != "done" {
 		t.Fatalf("body %q", r.body)
@@ -718,7 +718,7 @@ func TestBodyReadDeadline(t *testing.T) {
 		errs <- err
 		w.WriteHeader(http.StatusRequestTimeout)
 	}))
-	rc := ts.dial()
+	rc := ts.dial(t)
 	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc") // the rest never comes
 	select {
 	case err := <-errs:
@@ -755,7 +755,7 @@ func TestPrematureEOF(t *testing.T) {
 		"trailer":        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1",
 	} {
 		t.Run(name, func(t *testing.T) {
-			rc := ts.dial()
+			rc := ts.dial(t)
 			rc.send(req)
 			rc.c.(interface{ CloseWrite() error }).CloseWrite()
 			select {
