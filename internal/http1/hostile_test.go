@@ -152,7 +152,7 @@ func TestLongHeaderLineWithinLimit(t *testing.T) {
 	ts := start(t, http.HandlerFunc(okHandler))
 	rc := ts.dial(t)
 	long := strings.Repeat("0123456789abcdef", 1024) // 16 KiB: four times the read buffer
-	for range 2 {                                     // and the buffer's reuse on the next request
+	for range 2 {                                    // and the buffer's reuse on the next request
 		r := rc.roundTrip("GET", "GET /echo-header HTTP/1.1\r\nHost: x\r\nX-Long: "+long+"\r\nX-After: 1\r\n\r\n")
 		if r.StatusCode != 200 || r.body != long {
 			t.Fatalf("status %d, value of %d bytes (want %d)", r.StatusCode, len(r.body), len(long))
