@@ -52,7 +52,7 @@ type testServer struct {
 	t        *testing.T
 	srv      *http1.Server
 	addr     string
-	served   chan error // Serve's result
+	served   chan error  // Serve's result
 	checked  atomic.Bool // a test read served itself
 	logs     *lockedBuffer
 	handlers atomic.Int64 // handler calls in flight
