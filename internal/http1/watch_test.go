@@ -211,38 +211,61 @@ func TestFailedWriteCancelsContext(t *testing.T) {
 // cleared the read deadline after the server had set it in the past to
 // stop the watch. Meant for -race.
 func TestWatchStartsAndStops(t *testing.T) {
+	const ms = time.Millisecond
 	for _, tc := range []struct {
-		name string
-		opt  func(*http1.Server)
-		post bool
+		name  string
+		opt   func(*http1.Server)
+		post  bool
+		sleep func(i int) time.Duration // the handler's time for request i
+		close bool                      // one request per connection, Connection: close
 	}{
-		{"default WatchAfter", func(*http1.Server) {}, false},
-		{"default WatchAfter, body", func(*http1.Server) {}, true},
+		{"default WatchAfter", func(*http1.Server) {}, false, func(int) time.Duration { return 2 * ms }, false},
+		{"default WatchAfter, body", func(*http1.Server) {}, true, func(int) time.Duration { return 2 * ms }, false},
+		// Handlers that end about when the watch starts: the stop races
+		// the watch's own setup, where the deadlock was.
+		{"handler about as long as WatchAfter", func(*http1.Server) {}, false,
+			func(i int) time.Duration { return time.Duration(i%7) * ms / 4 }, false},
 		// BUG #9 (SUGGESTED_FIXES.md): with a negative WatchAfter, end()
 		// calls Stop on a nil timer; the panic closes every connection
-		// after its first answer.
-		{"negative WatchAfter", func(s *http1.Server) { s.WatchAfter = -1 }, false},
+		// after its first answer. Once fixed, this case (a watch started
+		// right before each handler, stopped right after) is the sharpest
+		// test of the stop racing the watch's setup.
+		{"negative WatchAfter", func(s *http1.Server) { s.WatchAfter = -1 }, false, func(int) time.Duration { return 0 }, false},
+		{"negative WatchAfter, 2ms", func(s *http1.Server) { s.WatchAfter = -1 }, true, func(int) time.Duration { return 2 * ms }, false},
 		{"with timeouts", func(s *http1.Server) {
 			s.ReadHeaderTimeout, s.IdleTimeout = 5*time.Second, 5*time.Second
-		}, true},
+		}, true, func(i int) time.Duration { return time.Duration(i%9) * ms / 2 }, false},
+		// On a kept connection the client's next request ends a watch
+		// that missed its stop, hiding the hang; with Connection: close
+		// nothing does, and the close never comes.
+		{"Connection: close, about WatchAfter", func(*http1.Server) {}, false,
+			func(i int) time.Duration { return time.Duration(i%7) * ms / 4 }, true},
+		{"Connection: close, negative WatchAfter", func(s *http1.Server) { s.WatchAfter = -1 }, false,
+			func(int) time.Duration { return 0 }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var cancelled atomic.Int64
 			ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				b, _ := io.ReadAll(r.Body)
-				time.Sleep(2 * time.Millisecond)
+				var id, i int
+				fmt.Sscanf(r.URL.Path, "/%d/%d", &id, &i)
+				time.Sleep(tc.sleep(i))
 				if r.Context().Err() != nil {
 					cancelled.Add(1)
 				}
 				fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
 			}), tc.opt)
-			const conns, reqs = 4, 40
+			const conns, reqs = 4, 60
 			errs := make(chan error, conns)
 			var wg sync.WaitGroup
 			for c := range conns {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					if tc.close {
+						errs <- runClosing(ts.addr, c, reqs)
+						return
+					}
 					errs <- runRequests(ts.addr, c, reqs, tc.post)
 				}()
 			}
@@ -258,6 +281,39 @@ func TestWatchStartsAndStops(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runClosing sends n requests, each on its own connection with
+// Connection: close, and checks each answer and that the server then
+// closes the connection.
+func runClosing(addr string, id, n int) error {
+	for i := range n {
+		c, err := net.DialTimeout("tcp", addr, wait)
+		if err != nil {
+			return err
+		}
+		rc := &rawConn{c: c, br: newReader(c)}
+		_ = c.SetWriteDeadline(time.Now().Add(wait))
+		_, err = fmt.Fprintf(c, "GET /%d/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", id, i)
+		var r response
+		if err == nil {
+			r, err = rc.tryRead("GET")
+		}
+		if err == nil && r.body != fmt.Sprintf("/%d/%d 0", id, i) {
+			err = fmt.Errorf("answer %q", r.body)
+		}
+		if err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(wait))
+			if _, err = io.ReadAll(rc.br); err != nil {
+				err = fmt.Errorf("waiting for the server to close: %w (a hang in stopping the watch)", err)
+			}
+		}
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("conn %d request %d: %w", id, i, err)
+		}
+	}
+	return nil
 }
 
 // runRequests sends n requests one after another on one connection and
