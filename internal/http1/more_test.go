@@ -1,0 +1,142 @@
+package http1_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmlab/llmlab/internal/http1"
+)
+
+func TestInformational(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "final")
+	}))
+	rc := ts.dial(t)
+	r := rc.roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if r.StatusCode != http.StatusEarlyHints || r.Header.Get("Link") == "" {
+		t.Fatalf("first answer %d %v, want 103 with Link", r.StatusCode, r.Header)
+	}
+	r = rc.read("GET")
+	if r.StatusCode != 200 || r.body != "final" || r.Header.Get("Link") != "" {
+		t.Fatalf("final answer %d %q %v", r.StatusCode, r.body, r.Header)
+	}
+	// No 1xx to an HTTP/1.0 client, which would not expect one.
+	rc = ts.dial(t)
+	r = rc.roundTrip("GET", "GET / HTTP/1.0\r\n\r\n")
+	if r.StatusCode != 200 || r.body != "final" {
+		t.Fatalf("HTTP/1.0: %d %q, want the final answer only", r.StatusCode, r.body)
+	}
+}
+
+// A handler's header values cannot add fields or break the head.
+func TestResponseHeaderInjection(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Evil", "a\r\nSet-Cookie: stolen=1")
+		w.Header()["Bad Name"] = []string{"v"}
+		w.Header()["X-Lf"] = []string{"b\nX-Injected: 1"}
+		io.WriteString(w, "body")
+	}))
+	rc := ts.dial(t)
+	r := rc.roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if r.Header.Get("Set-Cookie") != "" || r.Header.Get("X-Injected") != "" {
+		t.Fatalf("a header value injected fields: %v", r.Header)
+	}
+	if got := r.Header.Get("X-Evil"); !strings.HasPrefix(got, "a") || strings.ContainsAny(got, "\r\n") {
+		t.Fatalf("X-Evil %q", got)
+	}
+	if r.body != "body" {
+		t.Fatalf("body %q", r.body)
+	}
+	rc.expectOpen()
+}
+
+// WatchAfter passing while the body is still arriving defers the watch
+// until the body is read; a client leaving then still cancels.
+func TestClientGoneAfterSlowBody(t *testing.T) {
+	entered := newSignal()
+	causes := make(chan error, 1)
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil || string(b) != "abcdef" {
+			causes <- fmt.Errorf("body %q: %v", b, err)
+			return
+		}
+		entered.fire()
+		if !waitCtx(r.Context()) {
+			causes <- errors.New("context not cancelled")
+			return
+		}
+		causes <- context.Cause(r.Context())
+	}))
+	rc := ts.dial(t)
+	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+	time.Sleep(50 * time.Millisecond) // past WatchAfter with the body unread
+	rc.send("def")
+	entered.wait(t, "the handler reading its body")
+	rc.c.Close()
+	select {
+	case cause := <-causes:
+		if !errors.Is(cause, http1.ErrClientGone) {
+			t.Fatalf("cause %v, want ErrClientGone", cause)
+		}
+	case <-time.After(2 * wait):
+		t.Fatal("handler never returned")
+	}
+}
+
+// Many net/http clients at once, with bodies of every framing size class,
+// all get their own answers back.
+func TestConcurrentNetHTTPClients(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		w.Header().Set("X-Len", fmt.Sprint(len(b)))
+		w.Write(b) // echoed: small answers held, large ones chunked
+	}))
+	cl := ts.client()
+	const workers, each = 8, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for g := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := range each {
+				n := []int{0, 1, 100, 8192, 8193, 70000}[rng.IntN(6)]
+				body := bytes.Repeat([]byte{byte('a' + g)}, n)
+				resp, err := cl.Post(ts.url(fmt.Sprintf("/%d/%d", g, i)), "application/octet-stream", bytes.NewReader(body))
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || !bytes.Equal(got, body) || resp.Header.Get("X-Len") != fmt.Sprint(n) {
+					errs <- fmt.Errorf("worker %d request %d: %d bytes back of %d, %v", g, i, len(got), n, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
