@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +20,8 @@ import (
 // The benchmarks serve one handler with http1 and with net/http's server
 // over loopback keep-alive connections; the client side is the same
 // allocation-free loop for both, so the difference in ns/op and allocs/op
-// is the servers'. Run:
+// is the servers'; BenchmarkServeCanned is the floor without a server.
+// Run:
 //
 //	go test -run '^$' -bench 'Serve' -benchmem ./internal/http1/
 //
@@ -57,6 +59,59 @@ func BenchmarkServeNetHTTP(b *testing.B) {
 		go func() { _ = srv.Serve(ln); close(done) }()
 		return func() { _ = srv.Close(); <-done }
 	})
+}
+
+// BenchmarkServeCanned is the floor: a loop that reads each request's
+// head and body and writes a fixed answer, no HTTP server at all, so that
+// what the two servers add over loopback and the client can be read off.
+func BenchmarkServeCanned(b *testing.B) {
+	benchServers(b, func(ln net.Listener) func() {
+		answer := []byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+			len(benchAnswer), benchAnswer))
+		var conns sync.WaitGroup
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				go func() {
+					defer conns.Done()
+					defer c.Close()
+					cannedServe(c, answer)
+				}()
+			}
+		}()
+		return func() { _ = ln.Close(); <-done; conns.Wait() }
+	})
+}
+
+func cannedServe(c net.Conn, answer []byte) {
+	br := bufio.NewReader(c)
+	for {
+		n := 0
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return
+			}
+			if len(line) <= 2 {
+				break
+			}
+			if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+				n, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
+			}
+		}
+		if _, err := br.Discard(n); err != nil {
+			return
+		}
+		if _, err := c.Write(answer); err != nil {
+			return
+		}
+	}
 }
 
 func benchServers(b *testing.B, serve func(net.Listener) (stop func())) {
