@@ -46,6 +46,8 @@ func TestHostileRequests(t *testing.T) {
 		{"bad method token", "G(T / HTTP/1.1\r\n" + h + "\r\n", 400},
 		{"method with a slash", "GE/T / HTTP/1.1\r\n" + h + "\r\n", 400},
 		{"empty method", " / HTTP/1.1\r\n" + h + "\r\n", 400},
+		{"CONNECT with a path", "CONNECT /p HTTP/1.1\r\n" + h + "\r\n", 400},
+		{"invalid escape in path", "GET /a%zz HTTP/1.1\r\n" + h + "\r\n", 400},
 		{"HTTP/2.0", "GET / HTTP/2.0\r\n" + h + "\r\n", 505},
 		{"HTTP/3.0", "GET / HTTP/3.0\r\n" + h + "\r\n", 505},
 		{"HTTP/0.9 as 0.9", "GET / HTTP/0.9\r\n" + h + "\r\n", 505},
@@ -137,6 +139,8 @@ func TestTolerated(t *testing.T) {
 		{"Transfer-Encoding case", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: CHUNKED\r\n\r\n1\r\nz\r\n0\r\n\r\n", `POST|x|/|""|"z"|1`},
 		{"extension method", "PURGE /p HTTP/1.1\r\nHost: x\r\n\r\n", `PURGE|x|/p|""|""|1`},
 		{"escaped path", "GET /a%20b HTTP/1.1\r\nHost: x\r\n\r\n", `GET|x|/a b|""|""|1`},
+		{"asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", `OPTIONS|x|*|""|""|1`},
+		{"authority-form CONNECT", "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n", `CONNECT|example.test:443||""|""|1`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := ts.dial(t)

@@ -594,6 +594,18 @@ func TestExpectContinue(t *testing.T) {
 		}
 		rc.expectClosed()
 	})
+	t.Run("chunked body", func(t *testing.T) {
+		rc := ts.dial(t)
+		rc.send("POST /read HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+		if r := rc.read("POST"); r.StatusCode != http.StatusContinue {
+			t.Fatalf("first answer %d, want 100", r.StatusCode)
+		}
+		rc.send("3\r\nabc\r\n0\r\n\r\n")
+		if r := rc.read("POST"); r.body != `POST /read x "abc"` {
+			t.Fatalf("%d %q", r.StatusCode, r.body)
+		}
+		rc.expectOpen()
+	})
 	t.Run("unsupported expectation", func(t *testing.T) {
 		rc := ts.dial(t)
 		r := rc.roundTrip("POST", "POST / HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\nContent-Length: 0\r\n\r\n")
