@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -139,4 +141,109 @@ func TestConcurrentNetHTTPClients(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+func TestStatusCodes(t *testing.T) {
+	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/599":
+			w.WriteHeader(599)
+		case "/invalid":
+			w.WriteHeader(42) // panics, as net/http's does
+		case "/twice":
+			w.WriteHeader(201)
+			w.WriteHeader(500) // ignored
+		}
+		io.WriteString(w, "x")
+	}))
+	rc := ts.dial(t)
+	rc.send("GET /599 HTTP/1.1\r\nHost: x\r\n\r\n")
+	line, _ := rc.br.Peek(len("HTTP/1.1 599 status code 599\r\n"))
+	if string(line) != "HTTP/1.1 599 status code 599\r\n" {
+		t.Fatalf("status line %q", line)
+	}
+	if r := rc.read("GET"); r.StatusCode != 599 || r.body != "x" {
+		t.Fatalf("%d %q", r.StatusCode, r.body)
+	}
+	if r := rc.roundTrip("GET", "GET /twice HTTP/1.1\r\nHost: x\r\n\r\n"); r.StatusCode != 201 {
+		t.Fatalf("second WriteHeader not ignored: %d", r.StatusCode)
+	}
+	rc.send("GET /invalid HTTP/1.1\r\nHost: x\r\n\r\n")
+	rc.expectClosed()
+	if !strings.Contains(ts.logs.String(), "invalid WriteHeader code 42") {
+		t.Fatalf("log %q", ts.logs.String())
+	}
+}
+
+// flakyListener fails its first Accept calls with a temporary error, then
+// with a permanent one once told to.
+type flakyListener struct {
+	net.Listener
+	mu        sync.Mutex
+	temporary int
+	permanent error
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "accept timed out" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if l.temporary > 0 {
+		l.temporary--
+		l.mu.Unlock()
+		return nil, timeoutErr{}
+	}
+	l.mu.Unlock()
+	c, err := l.Listener.Accept()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.permanent != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, l.permanent
+	}
+	return c, err
+}
+
+func TestAcceptErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: ln, temporary: 3}
+	logs := &lockedBuffer{}
+	srv := &http1.Server{Handler: http.HandlerFunc(okHandler), ErrorLog: log.New(logs, "", 0)}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(fl) }()
+	defer srv.Close()
+	// Temporary errors pass: the server still accepts.
+	rc := dialAddr(t, ln.Addr().String())
+	if r := rc.roundTrip("GET", "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); r.body != "ok" {
+		t.Fatalf("%q", r.body)
+	}
+	if n := strings.Count(logs.String(), "accept timed out"); n != 3 {
+		t.Fatalf("%d temporary accept errors logged, want 3: %q", n, logs.String())
+	}
+	// A permanent one ends Serve with it.
+	boom := errors.New("listener broken")
+	fl.mu.Lock()
+	fl.permanent = boom
+	fl.mu.Unlock()
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		defer c.Close()
+	}
+	select {
+	case err := <-served:
+		if !errors.Is(err, boom) {
+			t.Fatalf("Serve returned %v, want the listener's error", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Serve did not return on a permanent accept error")
+	}
+	ln.Close()
 }
