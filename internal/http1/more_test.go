@@ -158,6 +158,7 @@ func TestStatusCodes(t *testing.T) {
 	}))
 	rc := ts.dial(t)
 	rc.send("GET /599 HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = rc.c.SetReadDeadline(time.Now().Add(wait))
 	line, _ := rc.br.Peek(len("HTTP/1.1 599 status code 599\r\n"))
 	if string(line) != "HTTP/1.1 599 status code 599\r\n" {
 		t.Fatalf("status line %q", line)

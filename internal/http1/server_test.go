@@ -121,6 +121,7 @@ func TestHTTP10(t *testing.T) {
 		t.Run("no chunked answer "+path, func(t *testing.T) {
 			rc := ts.dial(t)
 			rc.send("GET " + path + " HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+			_ = rc.c.SetReadDeadline(time.Now().Add(wait))
 			raw, err := io.ReadAll(rc.br)
 			if err != nil {
 				t.Fatal(err)
