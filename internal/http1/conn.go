@@ -77,7 +77,7 @@ type conn struct {
 }
 
 func (c *conn) init() {
-	c.ctx, c.cancel = context.WithCancel(c.base)
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(c.base, http.LocalAddrContextKey, c.rwc.LocalAddr()))
 	c.br = c.srv.readers.get(c)
 	c.bw = c.srv.writers.get(c)
 	c.remote = c.rwc.RemoteAddr().String()
@@ -401,7 +401,11 @@ func (c *conn) serveRequest(st *request) bool {
 	c.wdWant = time.Time{} // a deadline is the request's own
 	c.begin(st)
 	defer st.cancel(nil)
-	c.srv.Handler.ServeHTTP(w, st.req)
+	h := c.srv.Handler
+	if h == nil {
+		h = http.DefaultServeMux // as net/http
+	}
+	h.ServeHTTP(w, st.req)
 	w.finish()
 	c.end()
 	if w.closeAfter || st.close || c.gone || w.err != nil {

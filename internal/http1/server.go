@@ -119,6 +119,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.mu.Lock()
+	if s.shutdown.Load() { // Shutdown ran since the check above
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
 	if s.listeners == nil {
 		s.listeners = make(map[*net.Listener]struct{})
 		s.conns = make(map[*conn]struct{})
@@ -138,6 +142,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			return errors.New("http1: BaseContext returned a nil context")
 		}
 	}
+	// What net/http's server puts in every request's context, for handlers
+	// that look (httputil.ReverseProxy aborts a broken answer only under a
+	// server): an *http.Server describing this one, never served.
+	base = context.WithValue(base, http.ServerContextKey, &http.Server{
+		Handler: s.Handler, ReadHeaderTimeout: s.ReadHeaderTimeout, IdleTimeout: s.IdleTimeout,
+		MaxHeaderBytes: s.maxHeaderBytes(), ErrorLog: s.ErrorLog,
+	})
 	var backoff time.Duration
 	for {
 		rwc, err := ln.Accept()
