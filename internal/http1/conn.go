@@ -78,8 +78,10 @@ type conn struct {
 
 func (c *conn) init() {
 	c.ctx, c.cancel = context.WithCancel(context.WithValue(c.base, http.LocalAddrContextKey, c.rwc.LocalAddr()))
-	c.br = c.srv.readers.get(c)
-	c.bw = c.srv.writers.get(c)
+	c.br = c.srv.readers.get(func() *bufio.Reader { return bufio.NewReaderSize(nil, 4<<10) })
+	c.br.Reset(c)
+	c.bw = c.srv.writers.get(func() *bufio.Writer { return bufio.NewWriterSize(nil, 4<<10) })
+	c.bw.Reset(c)
 	c.remote = c.rwc.RemoteAddr().String()
 	c.rdSet = aLongTimeAgo // unknown: the first request sets its own
 }
@@ -98,6 +100,7 @@ func (c *conn) close() {
 			c.wdWant = time.Now().Add(time.Second)
 			_ = c.bw.Flush()
 		}
+		c.bw.Reset(nil)
 		c.srv.writers.put(c.bw)
 		c.bw = nil
 	}
@@ -109,6 +112,7 @@ func (c *conn) close() {
 	}
 	_ = c.rwc.Close()
 	if c.br != nil {
+		c.br.Reset(nil)
 		c.srv.readers.put(c.br)
 		c.br = nil
 	}

@@ -2,7 +2,6 @@ package http1_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/llmlab/llmlab/internal/http1"
+	"github.com/llmlab/llmlab/internal/testsupport"
 )
 
 // TestMain checks that no test leaves a goroutine behind: the server starts
@@ -29,24 +28,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // milliseconds: generous, because the machine is shared and loaded.
 const wait = 10 * time.Second
 
-// lockedBuffer is the server's ErrorLog, read by the tests.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // testServer is a real http1.Server on a loopback listener.
 type testServer struct {
 	t        *testing.T
@@ -54,7 +35,7 @@ type testServer struct {
 	addr     string
 	served   chan error  // Serve's result
 	checked  atomic.Bool // a test read served itself
-	logs     *lockedBuffer
+	logs     *testsupport.SyncBuffer
 	handlers atomic.Int64 // handler calls in flight
 }
 
@@ -67,7 +48,7 @@ func start(t *testing.T, h http.Handler, opts ...func(*http1.Server)) *testServe
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{t: t, addr: ln.Addr().String(), served: make(chan error, 1), logs: &lockedBuffer{}}
+	ts := &testServer{t: t, addr: ln.Addr().String(), served: make(chan error, 1), logs: &testsupport.SyncBuffer{}}
 	ts.srv = &http1.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ts.handlers.Add(1)

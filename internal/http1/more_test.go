@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/llmlab/llmlab/internal/http1"
+	"github.com/llmlab/llmlab/internal/testsupport"
 )
 
 func TestInformational(t *testing.T) {
@@ -217,7 +218,7 @@ func TestAcceptErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	fl := &flakyListener{Listener: ln, temporary: 3}
-	logs := &lockedBuffer{}
+	logs := &testsupport.SyncBuffer{}
 	srv := &http1.Server{Handler: http.HandlerFunc(okHandler), ErrorLog: log.New(logs, "", 0)}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(fl) }()

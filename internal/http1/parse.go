@@ -95,33 +95,15 @@ func (d *dateCache) get() string {
 	return v.val
 }
 
-// bufPools recycle connections' buffers.
-type readerPool struct{ p sync.Pool }
+// bufPool recycles connections' buffers (*bufio.Reader, *bufio.Writer).
+type bufPool[T any] struct{ p sync.Pool }
 
-func (p *readerPool) get(r *conn) *bufio.Reader {
-	if br, ok := p.p.Get().(*bufio.Reader); ok {
-		br.Reset(r)
-		return br
+// get returns a pooled buffer, or make's.
+func (p *bufPool[T]) get(make func() T) T {
+	if v, ok := p.p.Get().(T); ok {
+		return v
 	}
-	return bufio.NewReaderSize(r, 4<<10)
+	return make()
 }
 
-func (p *readerPool) put(br *bufio.Reader) {
-	br.Reset(nil)
-	p.p.Put(br)
-}
-
-type writerPool struct{ p sync.Pool }
-
-func (p *writerPool) get(w *conn) *bufio.Writer {
-	if bw, ok := p.p.Get().(*bufio.Writer); ok {
-		bw.Reset(w)
-		return bw
-	}
-	return bufio.NewWriterSize(w, 4<<10)
-}
-
-func (p *writerPool) put(bw *bufio.Writer) {
-	bw.Reset(nil)
-	p.p.Put(bw)
-}
+func (p *bufPool[T]) put(v T) { p.p.Put(v) }

@@ -25,6 +25,7 @@
 package http1
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -72,8 +73,8 @@ type Server struct {
 	conns     map[*conn]struct{}
 	shutdown  atomic.Bool
 	serving   sync.WaitGroup // Serve calls and connection goroutines
-	readers   readerPool
-	writers   writerPool
+	readers   bufPool[*bufio.Reader]
+	writers   bufPool[*bufio.Writer]
 	dates     dateCache
 }
 

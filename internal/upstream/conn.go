@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/llmlab/llmlab/internal/httpwire"
 )
 
 // conn is one connection to a worker with its buffers. Between exchanges
@@ -136,7 +138,7 @@ func (c *conn) writeRequest(req *http.Request, body io.Reader, closeReq bool) er
 	if method == "" {
 		method = http.MethodGet
 	}
-	if !validToken(method) || !validValue(host) {
+	if !httpwire.ValidToken(method) || !httpwire.ValidValue(host) {
 		return fmt.Errorf("invalid method %q or host %q", method, host)
 	}
 	w.WriteString(method)
@@ -150,11 +152,11 @@ func (c *conn) writeRequest(req *http.Request, body io.Reader, closeReq bool) er
 		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
 			continue // written from req's fields
 		}
-		if !validToken(k) {
+		if !httpwire.ValidToken(k) {
 			return fmt.Errorf("invalid header name %q", k)
 		}
 		for _, v := range vs {
-			if !validValue(v) {
+			if !httpwire.ValidValue(v) {
 				return fmt.Errorf("invalid value for header %s", k)
 			}
 			w.WriteString(k)
@@ -188,37 +190,6 @@ func (c *conn) writeRequest(req *http.Request, body io.Reader, closeReq bool) er
 		}
 	}
 	return w.Flush()
-}
-
-// validToken reports whether s is a non-empty RFC 9110 token (methods and
-// header names).
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' {
-			continue
-		}
-		switch b {
-		case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-			continue
-		}
-		return false
-	}
-	return true
-}
-
-// validValue reports whether a header value has no control bytes other
-// than tab (a CR or LF would split the request).
-func validValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if b := s[i]; b < ' ' && b != '\t' || b == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // hasToken reports whether a comma-separated header contains tok (ASCII
