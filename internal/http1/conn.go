@@ -2,7 +2,6 @@ package http1
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -193,15 +192,6 @@ func (c *conn) waitRequest(first bool) error {
 	if !c.state.CompareAndSwap(stateIdle, stateActive) {
 		return errQuiet // closed by Shutdown as it arrived
 	}
-	// Headers that did not come in one piece get ReadHeaderTimeout.
-	if t := c.srv.ReadHeaderTimeout; t > 0 {
-		buf, _ := c.br.Peek(c.br.Buffered())
-		if !bytes.Contains(buf, []byte("\n\r\n")) && !bytes.Contains(buf, []byte("\n\n")) {
-			if w := time.Now().Add(t); c.rdWant.IsZero() || w.Before(c.rdWant) {
-				c.rdWant = w
-			}
-		}
-	}
 	c.budget = c.srv.maxHeaderBytes() + 4096
 	return nil
 }
@@ -306,6 +296,12 @@ func (c *conn) readHead() (string, error) {
 		head := string(buf[:end])
 		_, _ = c.br.Discard(end)
 		return head, nil
+	}
+	// A head that did not come in one piece gets ReadHeaderTimeout.
+	if t := c.srv.ReadHeaderTimeout; t > 0 {
+		if w := time.Now().Add(t); c.rdWant.IsZero() || w.Before(c.rdWant) {
+			c.rdWant = w
+		}
 	}
 	c.head = c.head[:0]
 	for n := 0; ; n++ {
