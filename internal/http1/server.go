@@ -72,7 +72,6 @@ type Server struct {
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
 	shutdown  atomic.Bool
-	serving   sync.WaitGroup // Serve calls and connection goroutines
 	readers   bufPool[*bufio.Reader]
 	writers   bufPool[*bufio.Writer]
 	dates     dateCache
@@ -129,13 +128,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.conns = make(map[*conn]struct{})
 	}
 	s.listeners[&ln] = struct{}{}
-	s.serving.Add(1)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, &ln)
 		s.mu.Unlock()
-		s.serving.Done()
 	}()
 	base := context.Background()
 	if s.BaseContext != nil {
@@ -193,7 +190,6 @@ func (s *Server) newConn(rwc net.Conn, base context.Context) *conn {
 		return nil
 	}
 	s.conns[c] = struct{}{}
-	s.serving.Add(1)
 	s.mu.Unlock()
 	return c
 }
@@ -202,7 +198,6 @@ func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	s.serving.Done()
 }
 
 // closeListeners stops accepting; the caller holds mu.
