@@ -212,6 +212,16 @@ func (ts *testServer) stillServes(t *testing.T) {
 // signal is a one-shot event a handler and a test wait on.
 type signal chan struct{}
 
+// hold is a slow handler's body: it marks entered and blocks until the
+// test closes release (or wait passes).
+func hold(entered signal, release <-chan struct{}) {
+	entered.fire()
+	select {
+	case <-release:
+	case <-time.After(wait):
+	}
+}
+
 func newSignal() signal { return make(signal) }
 
 func (s signal) fire() {

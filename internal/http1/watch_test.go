@@ -135,11 +135,7 @@ func TestIdleTimeoutAfterWatchReadNextRequest(t *testing.T) {
 	release := make(chan struct{})
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
-			entered.fire()
-			select {
-			case <-release:
-			case <-time.After(wait):
-			}
+			hold(entered, release)
 		}
 		io.WriteString(w, "ok") // /fast leaves its body unread: no watch for it
 	}), func(s *http1.Server) {
@@ -355,11 +351,7 @@ func TestShutdownGraceful(t *testing.T) {
 	release := make(chan struct{})
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
-			entered.fire()
-			select {
-			case <-release:
-			case <-time.After(wait):
-			}
+			hold(entered, release)
 			io.WriteString(w, "slow done")
 			return
 		}
@@ -408,11 +400,7 @@ func TestShutdownContextEnds(t *testing.T) {
 	entered := newSignal()
 	release := make(chan struct{})
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		entered.fire()
-		select {
-		case <-release:
-		case <-time.After(wait):
-		}
+		hold(entered, release)
 	}))
 	defer close(release)
 	rc := ts.dial(t)
@@ -435,11 +423,7 @@ func TestClose(t *testing.T) {
 	release := make(chan struct{})
 	ts := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
-			entered.fire()
-			select {
-			case <-release:
-			case <-time.After(wait):
-			}
+			hold(entered, release)
 		}
 	}))
 	defer close(release)
