@@ -58,11 +58,6 @@ type control struct {
 	restarts      sync.WaitGroup
 	restarting    atomic.Bool
 
-	// held is when each request in flight got its place, for the
-	// deadline prediction.
-	heldMu sync.Mutex
-	held   map[*place]time.Time
-
 	rejected  *prometheus.CounterVec
 	tierGauge prometheus.Gauge
 	windowG   prometheus.Gauge
@@ -76,7 +71,6 @@ func newControl(s *Server, slo time.Duration, baseInFlight int) *control {
 		s: s, slo: slo, base: s.prof.EngineArgs, baseInFlight: baseInFlight,
 		meter:       admission.NewMeter(now, set.AdmissionWindow, 200*time.Millisecond, 4096),
 		lastPreempt: -1,
-		held:        map[*place]time.Time{},
 		scrape:      &http.Client{Timeout: time.Second},
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmlab_rejected_total",
@@ -113,18 +107,6 @@ func (c *control) tier() admission.Tier { return admission.Tier(c.tierNow.Load()
 // tier is the active degradation tier.
 func (s *Server) tier() admission.Tier { return s.ctl.tier() }
 
-func (c *control) hold(p *place) {
-	c.heldMu.Lock()
-	c.held[p] = p.granted
-	c.heldMu.Unlock()
-}
-
-func (c *control) unhold(p *place) {
-	c.heldMu.Lock()
-	delete(c.held, p)
-	c.heldMu.Unlock()
-}
-
 // load is the dispatcher's state for the admission policy; with grants,
 // also when each request in flight got its place (only a prediction
 // needs them, and only when the new request would wait).
@@ -132,12 +114,7 @@ func (c *control) load(grants bool) admission.Load {
 	depth, inFlight := c.s.disp.Stats()
 	l := admission.Load{Depth: depth, InFlight: inFlight, MaxInFlight: c.s.disp.MaxInFlight()}
 	if grants && (depth > 0 || inFlight >= l.MaxInFlight) {
-		c.heldMu.Lock()
-		l.Granted = make([]time.Time, 0, len(c.held))
-		for _, t := range c.held {
-			l.Granted = append(l.Granted, t)
-		}
-		c.heldMu.Unlock()
+		l.Granted = c.s.disp.Granted(make([]time.Time, 0, inFlight))
 	}
 	return l
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/llmlab/llmlab/internal/queue"
 	"github.com/llmlab/llmlab/internal/supervisor"
 )
 
@@ -12,10 +13,13 @@ import (
 // free. internal/queue's Dispatcher implements it; a shared (Redis) queue
 // can later.
 type Admitter interface {
-	// Acquire blocks until the caller holds a place (release must be
-	// called once), the queue is full (queue.ErrFull, at once), or ctx is
-	// done. waited is the time spent in the queue.
-	Acquire(ctx context.Context) (release func(), waited time.Duration, err error)
+	// AcquirePlace blocks until p holds a place (p.Release gives it
+	// back), the queue is full (queue.ErrFull, at once), or ctx is done.
+	// waited is the time spent in the queue.
+	AcquirePlace(ctx context.Context, p *queue.Place) (waited time.Duration, err error)
+	// Granted appends the grant times of the places in flight (those set
+	// with Place.SetGranted).
+	Granted(dst []time.Time) []time.Time
 	// Stats is the queue depth and the number of places held.
 	Stats() (depth, inFlight int)
 	// MaxInFlight is the current limit; SetMaxInFlight changes it at run
@@ -35,5 +39,6 @@ type Backend interface {
 }
 
 var (
-	_ Backend = (*supervisor.Supervisor)(nil)
+	_ Backend  = (*supervisor.Supervisor)(nil)
+	_ Admitter = (*queue.Dispatcher)(nil)
 )

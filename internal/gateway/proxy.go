@@ -7,14 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/llmlab/llmlab/internal/admission"
 	"github.com/llmlab/llmlab/internal/openai"
 	"github.com/llmlab/llmlab/internal/queue"
 	"github.com/llmlab/llmlab/internal/supervisor"
+	"github.com/llmlab/llmlab/internal/upstream"
 	"github.com/llmlab/llmlab/internal/validate"
 )
 
@@ -56,13 +60,13 @@ var (
 	noCache             = []string{"no-cache"}
 	noBuffering         = []string{"no"}
 	upstreamContentType = []string{"application/json"}
-	forwardedHeaders    = []string{"Accept", "Authorization", "X-Request-Id"} // canonical forms
+	forwardedHeaders    = [...]string{"Accept", "Authorization", "X-Request-Id"} // canonical forms
 )
 
 // place is an admitted request's hold: a dispatcher slot and a worker
 // lease.
 type place struct {
-	release func()
+	slot    queue.Place
 	lease   *supervisor.Lease
 	start   time.Time     // arrival
 	queued  time.Duration // waiting for a slot
@@ -70,38 +74,19 @@ type place struct {
 	granted time.Time     // when it held both
 	ctl     *control
 	// Storage for the request's other per-request state, so one
-	// allocation holds it all: admit's cold-start deadline, the first
-	// upstream attempt's body and the plain relay's writer.
-	wait lazyDeadline
-	out  deadlineWriter
-	body upstreamBody
-}
-
-// upstreamBody is the body of the request to the worker. The first
-// attempt reads the one in the request's place; a resend (GetBody, or
-// send's own after a worker died) gets a new one, so an attempt a
-// transport may still be reading (net/http's can, after RoundTrip
-// returned) never shares a reader with the next.
-type upstreamBody struct {
-	bytes.Reader
-	data []byte
-}
-
-func (b *upstreamBody) Close() error { return nil }
-
-// again returns a new reader of the same bytes.
-func (b *upstreamBody) again() (io.ReadCloser, error) {
-	n := &upstreamBody{data: b.data}
-	n.Reset(b.data)
-	return n, nil
+	// allocation holds it all: admit's cold-start deadline, the plain
+	// relay's writer and the call to the worker with its fields.
+	wait   lazyDeadline
+	out    deadlineWriter
+	call   upstream.Call
+	fields [len(forwardedHeaders) + 1]upstream.Field
 }
 
 func (p *place) done() {
-	p.ctl.unhold(p)
 	if p.lease != nil {
 		p.lease.Release()
 	}
-	p.release()
+	p.slot.Release()
 }
 
 // admit is the admit stage: the admission policy first (shed, or a
@@ -118,7 +103,7 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 	p.wait = lazyDeadline{parent: r.Context(), deadline: p.start.Add(s.set.ColdStartTimeout), cause: errColdStartTimeout}
 	ctx := &p.wait
 	defer ctx.stop()
-	rel, waited, err := s.disp.Acquire(ctx)
+	waited, err := s.disp.AcquirePlace(ctx, &p.slot)
 	p.queued = waited
 	// Every admission counts, a place found at once as 0 s, so the
 	// histogram's mean and quantiles are those of all requests. A full
@@ -133,11 +118,11 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 	lease, err := s.backend.EnsureReady(ctx)
 	p.held = time.Since(t)
 	if err != nil {
-		rel()
+		p.slot.Release()
 		return nil, &stageError{"waiting for worker", err}
 	}
-	p.release, p.lease, p.granted = rel, lease, time.Now()
-	s.ctl.hold(p)
+	p.lease, p.granted = lease, time.Now()
+	p.slot.SetGranted(p.granted)
 	return p, nil
 }
 
@@ -152,37 +137,11 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 // connection; a dead worker then refuses that one, which lands here.)
 func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*http.Response, error) {
 	for retried := false; ; retried = true {
-		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, p.lease.URL+path, nil)
-		if err != nil {
-			return nil, badRequest(http.StatusInternalServerError, "internal", "build upstream request: %v", err)
-		}
-		// The first attempt's body lives in the place, not in a reader
-		// and closers made per request as NewRequest would.
-		if !retried {
-			p.body.data = body
-			p.body.Reset(body)
-			req.Body = &p.body
-		} else {
-			req.Body, _ = p.body.again()
-		}
-		req.ContentLength, req.GetBody = int64(len(body)), p.body.again
-		// Header values are shared, not copied: neither the transport nor
-		// this code changes them, and each Set would allocate.
-		req.Header["Content-Type"] = upstreamContentType
-		for _, h := range forwardedHeaders {
-			if v := r.Header[h]; len(v) > 0 && v[0] != "" {
-				req.Header[h] = v[:1]
-			}
-		}
-		if s.workerAuth != nil {
-			// The client's key is the gateway's; the worker has its own.
-			req.Header["Authorization"] = s.workerAuth
-		}
-		resp, err := s.upstream.RoundTrip(req)
+		resp, err := s.post(r, p, path, body)
 		if err == nil {
 			return resp, nil
 		}
-		err = fmt.Errorf("POST %s: %w", req.URL, err)
+		err = fmt.Errorf("POST %s%s: %w", p.lease.URL, path, err)
 		if r.Context().Err() != nil {
 			return nil, &stageError{"sending to the worker", err} // shutdown or client gone
 		}
@@ -206,6 +165,82 @@ func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*htt
 		}
 		return nil, &upstreamError{err}
 	}
+}
+
+// post makes one attempt at the worker. A plain-HTTP worker is called
+// with upstream's Send, from storage in the request's place (no URL
+// parsed, no header map, no body reader per request); any other URL goes
+// through an http.Request and the transport's fallback.
+func (s *Server) post(r *http.Request, p *place, path string, body []byte) (*http.Response, error) {
+	w := s.workerTarget(p.lease.URL)
+	if !w.plain {
+		return s.postRequest(r, p.lease.URL+path, body)
+	}
+	// Header values are shared, not copied: nothing here or in the
+	// transport changes them.
+	f := append(p.fields[:0], upstream.Field{Key: "Content-Type", Value: upstreamContentType[0]})
+	for _, h := range forwardedHeaders {
+		if v := r.Header[h]; len(v) > 0 && v[0] != "" {
+			if h == "Authorization" && s.workerAuth != nil {
+				continue
+			}
+			f = append(f, upstream.Field{Key: h, Value: v[0]})
+		}
+	}
+	if s.workerAuth != nil {
+		// The client's key is the gateway's; the worker has its own.
+		f = append(f, upstream.Field{Key: "Authorization", Value: s.workerAuth[0]})
+	}
+	target := path
+	if w.prefix != "" {
+		target = w.prefix + path
+	}
+	p.call = upstream.Call{Method: http.MethodPost, Addr: w.addr, Host: w.host, Target: target, Header: f, Body: body}
+	return s.upstream.Send(r.Context(), &p.call)
+}
+
+// postRequest is post for a worker URL that Send does not take (https):
+// an http.Request, which the transport hands to its fallback.
+func (s *Server) postRequest(r *http.Request, url string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, badRequest(http.StatusInternalServerError, "internal", "build upstream request: %v", err)
+	}
+	req.Header["Content-Type"] = upstreamContentType
+	for _, h := range forwardedHeaders {
+		if v := r.Header[h]; len(v) > 0 && v[0] != "" {
+			req.Header[h] = v[:1]
+		}
+	}
+	if s.workerAuth != nil {
+		req.Header["Authorization"] = s.workerAuth
+	}
+	return s.upstream.RoundTrip(req)
+}
+
+// workerTarget is a worker base URL taken apart for Send: parsed once per
+// URL (a worker keeps its URL until it is restarted), not per request.
+type workerTarget struct {
+	url        string
+	plain      bool   // http, no user info, no query: Send takes it
+	addr, host string // host:port to dial; the Host field
+	prefix     string // the URL's path without its trailing slash
+}
+
+func (s *Server) workerTarget(base string) *workerTarget {
+	if w := s.target.Load(); w != nil && w.url == base {
+		return w
+	}
+	w := &workerTarget{url: base}
+	if u, err := url.Parse(base); err == nil && u.Scheme == "http" && u.User == nil && u.RawQuery == "" && u.Fragment == "" && u.Host != "" {
+		w.plain, w.host, w.addr = true, u.Host, u.Host
+		if u.Port() == "" {
+			w.addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+		w.prefix = strings.TrimSuffix(u.EscapedPath(), "/")
+	}
+	s.target.Store(w)
+	return w
 }
 
 // forward runs a validated request through admit, the batching window,

@@ -53,8 +53,10 @@ type Server struct {
 	// workerAuth is the Authorization value sent to the worker in place
 	// of the client's (worker_api_key); nil passes the client's on.
 	workerAuth []string
-	started    time.Time
-	handler    http.Handler
+	// target is the worker URL last taken apart for upstream.Send.
+	target  atomic.Pointer[workerTarget]
+	started time.Time
+	handler http.Handler
 	// readers recycles the 32 KiB read buffers of relayed streams.
 	readers sync.Pool
 	// abort ends the requests still running when the shutdown grace has

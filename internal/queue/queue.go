@@ -17,6 +17,9 @@ type Ticket struct {
 	granted bool
 	// elem is the queue's private bookkeeping (a list element for Memory).
 	elem any
+	// place is the dispatcher place the ticket waits for (nil for a
+	// ticket not made by a Dispatcher).
+	place *Place
 }
 
 // NewTicket returns a ticket that has not been granted.

@@ -219,3 +219,57 @@ func TestDispatcherSetMaxInFlight(t *testing.T) {
 		t.Fatalf("limit %d, want at least 1", d.MaxInFlight())
 	}
 }
+
+// TestDispatcherPlaces checks places held in the caller's storage: Granted
+// lists the grant times of places in flight (set ones only), a place
+// handed to a waiter joins the list, and Release is idempotent.
+func TestDispatcherPlaces(t *testing.T) {
+	d := NewDispatcher(NewMemory(4), 2, nil)
+	var a, b, c Place
+	if _, err := d.AcquirePlace(context.Background(), &a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.AcquirePlace(context.Background(), &b); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(100, 0)
+	a.SetGranted(t0)
+	if got := d.Granted(nil); len(got) != 1 || !got[0].Equal(t0) {
+		t.Fatalf("Granted = %v, want [%v] (b has not set its time)", got, t0)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := d.AcquirePlace(context.Background(), &c); done <- err }()
+	testsupport.WaitFor(t, 0, func() bool { depth, _ := d.Stats(); return depth == 1 })
+	a.Release()
+	a.Release() // harmless
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Unix(200, 0)
+	c.SetGranted(t1)
+	b.SetGranted(t1)
+	if got := d.Granted(nil); len(got) != 2 || !got[0].Equal(t1) || !got[1].Equal(t1) {
+		t.Fatalf("Granted = %v, want c's and b's", got)
+	}
+	if depth, in := d.Stats(); depth != 0 || in != 2 {
+		t.Fatalf("depth %d in flight %d, want 0 and 2", depth, in)
+	}
+	b.Release()
+	c.Release()
+	if got := d.Granted(nil); len(got) != 0 {
+		t.Fatalf("Granted after release = %v", got)
+	}
+	if depth, in := d.Stats(); depth != 0 || in != 0 {
+		t.Fatalf("leftover depth %d in flight %d", depth, in)
+	}
+	// A released place can be used again.
+	if _, err := d.AcquirePlace(context.Background(), &a); err != nil {
+		t.Fatal(err)
+	}
+	if _, in := d.Stats(); in != 1 {
+		t.Fatalf("in flight %d after reuse, want 1", in)
+	}
+	a.Release()
+	var never Place
+	never.Release() // a place never acquired: nothing happens
+}

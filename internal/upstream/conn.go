@@ -48,11 +48,11 @@ func (c *conn) close(recycle bool) {
 	c.br = nil
 }
 
-// exchange writes req (with body, which it closes) and reads the response
-// headers. On failure the connection is closed, and retry says whether
+// exchange writes m (with its body, which it closes) and reads the
+// response headers. On failure the connection is closed, and retry says whether
 // the failure came before any response byte in a way that means the worker
 // had closed the connection.
-func (c *conn) exchange(ctx context.Context, req *http.Request, body io.ReadCloser) (resp *http.Response, retry bool, err error) {
+func (c *conn) exchange(ctx context.Context, m *message) (resp *http.Response, retry bool, err error) {
 	var stop func() bool
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, c.kill)
@@ -67,9 +67,9 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, body io.ReadClos
 		}
 		return nil, retry && retryable(err), fmt.Errorf("upstream: %s: %w", op, err)
 	}
-	closeReq := req.Close || hasToken(req.Header["Connection"], "close")
-	werr := c.writeRequest(req, body, closeReq)
-	closeBody(body)
+	werr := c.writeRequest(m)
+	closeBody(m.body)
+	m.body = nil
 	if werr != nil {
 		return fail("write request", werr, true)
 	}
@@ -79,7 +79,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, body io.ReadClos
 		if _, err := c.br.Peek(1); err != nil {
 			return fail("read response", err, n == 0)
 		}
-		resp, err = c.readResponse(req)
+		resp, err = c.readResponse(m.method, m.req)
 		if err != nil {
 			return fail("read response", err, false)
 		}
@@ -93,7 +93,7 @@ func (c *conn) exchange(ctx context.Context, req *http.Request, body io.ReadClos
 			return fail("read response", errors.New("too many 1xx informational responses"), false)
 		}
 	}
-	keep := !resp.Close && !closeReq
+	keep := !resp.Close && !m.closeReq
 	if resp.Body == http.NoBody {
 		c.release(stop, keep)
 		return resp, false, nil
@@ -119,77 +119,112 @@ func (c *conn) release(stop func() bool, keep bool) {
 	c.close(true)
 }
 
-// writeRequest writes the request line, Host, req's headers,
+// writeRequest writes the request line, Host, m's header fields,
 // Content-Length and body in one buffered write and flush (a body longer
 // than the write buffer's room takes more writes). The write buffer is
 // taken from the pool for the write only: idle connections hold none.
-func (c *conn) writeRequest(req *http.Request, body io.Reader, closeReq bool) error {
+func (c *conn) writeRequest(m *message) error {
 	w := c.t.writers.Get().(*bufio.Writer)
 	w.Reset(c.nc)
 	defer func() {
 		w.Reset(nil)
 		c.t.writers.Put(w)
 	}()
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
+	if !httpwire.ValidToken(m.method) || !httpwire.ValidValue(m.host) || !validTarget(m.target) {
+		return fmt.Errorf("invalid method %q, host %q or target %q", m.method, m.host, m.target)
 	}
-	method := req.Method
-	if method == "" {
-		method = http.MethodGet
-	}
-	if !httpwire.ValidToken(method) || !httpwire.ValidValue(host) {
-		return fmt.Errorf("invalid method %q or host %q", method, host)
-	}
-	w.WriteString(method)
+	w.WriteString(m.method)
 	w.WriteByte(' ')
-	w.WriteString(req.URL.RequestURI())
+	w.WriteString(m.target)
 	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(host)
+	w.WriteString(m.host)
 	w.WriteString("\r\n")
-	for k, vs := range req.Header {
-		switch k {
-		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
-			continue // written from req's fields
-		}
-		if !httpwire.ValidToken(k) {
-			return fmt.Errorf("invalid header name %q", k)
+	for k, vs := range m.header {
+		if reserved(k) {
+			continue // written from the request's fields
 		}
 		for _, v := range vs {
-			if !httpwire.ValidValue(v) {
-				return fmt.Errorf("invalid value for header %s", k)
+			if err := writeField(w, k, v); err != nil {
+				return err
 			}
-			w.WriteString(k)
-			w.WriteString(": ")
-			w.WriteString(v)
-			w.WriteString("\r\n")
 		}
 	}
-	if closeReq {
+	for _, f := range m.fields {
+		if reserved(f.Key) {
+			return fmt.Errorf("header %s is set by the transport", f.Key)
+		}
+		if err := writeField(w, f.Key, f.Value); err != nil {
+			return err
+		}
+	}
+	if m.closeReq {
 		w.WriteString("Connection: close\r\n")
 	}
+	hasBody := m.body != nil || m.data != nil
 	n := int64(0)
-	if body != nil {
-		n = req.ContentLength
+	if hasBody {
+		n = m.n
 	}
-	if body != nil || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
+	if hasBody || m.method == http.MethodPost || m.method == http.MethodPut || m.method == http.MethodPatch {
 		w.WriteString("Content-Length: ")
 		w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
 		w.WriteString("\r\n")
 	}
 	w.WriteString("\r\n")
-	if body != nil {
-		c.lr = io.LimitedReader{R: body, N: n}
-		m, err := w.ReadFrom(&c.lr)
+	switch {
+	case m.data != nil:
+		w.Write(m.data)
+	case m.body != nil:
+		c.lr = io.LimitedReader{R: m.body, N: n}
+		k, err := w.ReadFrom(&c.lr)
 		c.lr.R = nil
 		if err != nil {
 			return fmt.Errorf("body: %w", err)
 		}
-		if m != n {
-			return fmt.Errorf("body: %d bytes, want ContentLength %d", m, n)
+		if k != n {
+			return fmt.Errorf("body: %d bytes, want ContentLength %d", k, n)
 		}
 	}
 	return w.Flush()
+}
+
+// reserved reports whether a header field is written from the request's
+// own fields rather than copied.
+func reserved(k string) bool {
+	switch k {
+	case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
+		return true
+	}
+	return false
+}
+
+func writeField(w *bufio.Writer, k, v string) error {
+	if !httpwire.ValidToken(k) {
+		return fmt.Errorf("invalid header name %q", k)
+	}
+	if !httpwire.ValidValue(v) {
+		return fmt.Errorf("invalid value for header %s", k)
+	}
+	w.WriteString(k)
+	w.WriteString(": ")
+	w.WriteString(v)
+	w.WriteString("\r\n")
+	return nil
+}
+
+// validTarget reports whether a request-target can be written as is: not
+// empty, and no space, control byte or DEL (which would end or split the
+// request line).
+func validTarget(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b <= ' ' || b == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // hasToken reports whether a comma-separated header contains tok (ASCII

@@ -15,12 +15,13 @@ import (
 // connection's end, is read by httpwire (one allocation for the head,
 // bodies held by the connection); anything else goes to http.ReadResponse,
 // so unusual or broken answers get net/http's own handling and errors.
-func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
+// method is the request's (req is nil for a Send).
+func (c *conn) readResponse(method string, req *http.Request) (*http.Response, error) {
 	br := c.br
 	buf, _ := br.Peek(br.Buffered())
 	end := httpwire.HeadEnd(buf)
 	if end == 0 {
-		return http.ReadResponse(br, req)
+		return readSlow(br, method, req)
 	}
 	head := string(buf[:end])
 	line, rest := httpwire.NextLine(head)
@@ -28,24 +29,24 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 	major, minor, vok := httpwire.ParseVersion(proto)
 	code, cok := statusCode(status)
 	if !ok || !vok || major != 1 || !cok {
-		return http.ReadResponse(br, req)
+		return readSlow(br, method, req)
 	}
 	h, err := httpwire.ParseHeader(rest)
 	if err != nil {
-		return http.ReadResponse(br, req)
+		return readSlow(br, method, req)
 	}
 	te, hasTE := h["Transfer-Encoding"]
 	cl, hasCL := h["Content-Length"]
 	var n int64
 	// Other codings, and both framings at once, are rare: net/http's
 	// rules apply to them.
-	noBody := req.Method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
+	noBody := method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
 	if hasTE && (hasCL || noBody || minor == 0 || len(te) != 1 || !asciiEqualFold(trim(te[0]), "chunked")) {
-		return http.ReadResponse(br, req)
+		return readSlow(br, method, req)
 	}
 	if hasCL && !hasTE {
 		if n, ok = httpwire.ParseContentLength(cl); !ok {
-			return http.ReadResponse(br, req)
+			return readSlow(br, method, req)
 		}
 	}
 	_, _ = br.Discard(end)
@@ -61,7 +62,7 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 	switch {
 	case noBody:
 		resp.Body = http.NoBody
-		if req.Method == http.MethodHead && hasCL && !hasTE {
+		if method == http.MethodHead && hasCL && !hasTE {
 			resp.ContentLength = n
 		}
 	case hasTE:
@@ -84,6 +85,21 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, error) {
 		resp.Body = io.NopCloser(br)
 	}
 	return resp, nil
+}
+
+// readSlow reads a response with net/http's reader, which takes a nil
+// request for a GET: a HEAD's answer has no body whatever its fields say.
+// The response's Request stays req.
+func readSlow(br *bufio.Reader, method string, req *http.Request) (*http.Response, error) {
+	r := req
+	if r == nil {
+		r = &http.Request{Method: method}
+	}
+	resp, err := http.ReadResponse(br, r)
+	if resp != nil {
+		resp.Request = req
+	}
+	return resp, err
 }
 
 // statusCode reads "200 OK" (or "200"): three digits, then a space or

@@ -12,19 +12,42 @@ import (
 )
 
 // readBoth reads raw as a response to method with readResponse and with
-// http.ReadResponse, bodies included.
+// http.ReadResponse, bodies included. readResponse gets no request, as
+// from Send (RoundTrip's request only rides along into resp.Request).
 func readBoth(t *testing.T, method, raw string) (lean, std *http.Response, leanBody, stdBody []byte, leanErr, stdErr error) {
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://w/v1/completions", nil)
 	c := &conn{br: bufio.NewReaderSize(strings.NewReader(raw), 4096)}
 	_, _ = c.br.Peek(1) // as exchange does: the head is in the buffer
-	if lean, leanErr = c.readResponse(req); leanErr == nil {
+	if lean, leanErr = c.readResponse(method, nil); leanErr == nil {
 		leanBody, leanErr = io.ReadAll(lean.Body)
 	}
 	if std, stdErr = http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), req); stdErr == nil {
 		stdBody, stdErr = io.ReadAll(std.Body)
 	}
 	return
+}
+
+// TestReadResponseRequest checks that RoundTrip's request rides along into
+// the response, on the lean path and on net/http's.
+func TestReadResponseRequest(t *testing.T) {
+	for _, raw := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", // not lean: net/http's verdict
+	} {
+		req, _ := http.NewRequest("POST", "http://w/v1/completions", nil)
+		c := &conn{br: bufio.NewReaderSize(strings.NewReader(raw), 4096)}
+		_, _ = c.br.Peek(1)
+		resp, err := c.readResponse(req.Method, req)
+		if err == nil && resp.Request != req {
+			t.Errorf("%q: resp.Request = %p, want the request %p", raw, resp.Request, req)
+		}
+		c = &conn{br: bufio.NewReaderSize(strings.NewReader(raw), 4096)}
+		_, _ = c.br.Peek(1)
+		if resp, err := c.readResponse("POST", nil); err == nil && resp.Request != nil {
+			t.Errorf("%q: resp.Request = %v for a Send, want nil", raw, resp.Request)
+		}
+	}
 }
 
 func TestReadResponseFraming(t *testing.T) {
