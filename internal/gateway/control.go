@@ -143,12 +143,17 @@ func (s *Server) retryAfter() int {
 	return s.ctl.policy.RetryAfter(time.Now(), depth, fallback)
 }
 
+// deadlineKey is deadlineHeader as a header map holds it: Header.Get
+// would canonicalise the name, with an allocation, on every request.
+var deadlineKey = http.CanonicalHeaderKey(deadlineHeader)
+
 // requestDeadline reads a client's deadline header.
 func requestDeadline(r *http.Request) (time.Duration, error) {
-	v := r.Header.Get(deadlineHeader)
-	if v == "" {
+	vs := r.Header[deadlineKey]
+	if len(vs) == 0 || vs[0] == "" {
 		return 0, nil
 	}
+	v := vs[0]
 	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 	if err != nil || !(f > 0) || f > 86400 {
 		return 0, badRequest(http.StatusBadRequest, "bad_request", "%s must be a number of seconds in (0, 86400], got %q", deadlineHeader, v)

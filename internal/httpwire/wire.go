@@ -39,41 +39,32 @@ func ValidValue(v string) bool {
 	return true
 }
 
-// commonKeys interns the header names clients and workers usually send:
-// a field name that outlives its request does not keep its head alive.
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
-		"Connection", "Content-Length", "Content-Type", "Cookie", "Expect", "Host", "Keep-Alive", "Origin",
-		"Referer", "Transfer-Encoding", "User-Agent", "X-Request-Id", "X-Forwarded-For", "X-Stainless-Arch",
-		"X-Stainless-Lang", "X-Stainless-Os", "X-Stainless-Package-Version", "X-Stainless-Runtime",
-		"X-Stainless-Runtime-Version", "X-Stainless-Retry-Count", "X-Stainless-Timeout",
-		"Access-Control-Request-Method", "Access-Control-Request-Headers", "Sec-Fetch-Mode", "Sec-Fetch-Site",
-		"Date", "Server", "Content-Encoding", "Vary", "Retry-After", "Www-Authenticate"} {
-		m[k] = k
-	}
-	return m
-}()
-
 // CanonicalKey is textproto.CanonicalMIMEHeaderKey for a valid token,
-// without an allocation when the name is already canonical.
+// without an allocation when the name is already canonical. A canonical
+// name is returned as is, a slice of its head (as are the values, so a
+// header map keeps its head alive either way).
 func CanonicalKey(k string) string {
 	upper := true
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			k = textproto.CanonicalMIMEHeaderKey(k)
-			if ck, ok := commonKeys[k]; ok {
-				return ck
-			}
-			return k
+			return textproto.CanonicalMIMEHeaderKey(k)
 		}
 		upper = c == '-'
 	}
-	if ck, ok := commonKeys[k]; ok {
-		return ck // not a slice of the head: it may outlive the request
-	}
 	return k
+}
+
+// trimOWS trims the optional white space around a field value (RFC 9110
+// §5.6.3: spaces and tabs).
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // ParseVersion reads an HTTP version such as HTTP/1.1.
@@ -154,7 +145,7 @@ func ParseHeader(rest string) (http.Header, error) {
 		if !ok || name == "" {
 			return nil, errors.New("malformed header line")
 		}
-		value = strings.Trim(value, " \t")
+		value = trimOWS(value)
 		if !ValidToken(name) {
 			return nil, errors.New("invalid header name " + strconv.Quote(name))
 		}
