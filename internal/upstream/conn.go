@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/llmlab/llmlab/internal/httpwire"
@@ -30,6 +31,12 @@ type conn struct {
 	// time uses them).
 	sized   sizedBody
 	chunked chunkedBody
+	// The request's last bytes wait in out for the first read of the
+	// answer, which rd does (wait.go); raw is nc's raw connection (nil:
+	// none, and the bytes are written the usual way).
+	out heldWriter
+	rd  connReader
+	raw syscall.RawConn
 }
 
 // abort closes the connection, unblocking any I/O on it; the context watch
@@ -42,6 +49,7 @@ func (c *conn) abort() { c.nc.Close() }
 func (c *conn) close(recycle bool) {
 	c.nc.Close()
 	if recycle {
+		c.out.release()
 		c.br.Reset(nil)
 		c.t.readers.Put(c.br)
 	}
@@ -120,13 +128,20 @@ func (c *conn) release(stop func() bool, keep bool) {
 }
 
 // writeRequest writes the request line, Host, m's header fields,
-// Content-Length and body in one buffered write and flush (a body longer
-// than the write buffer's room takes more writes). The write buffer is
-// taken from the pool for the write only: idle connections hold none.
-func (c *conn) writeRequest(m *message) error {
+// Content-Length and body in one buffered write (a body longer than the
+// write buffer's room takes more writes). The last buffered bytes are
+// held for the first read of the answer to send (wait.go). The write
+// buffer is taken from the pool for the request only: idle connections
+// hold none.
+func (c *conn) writeRequest(m *message) (err error) {
 	w := c.t.writers.Get().(*bufio.Writer)
-	w.Reset(c.nc)
+	w.Reset(&c.out)
 	defer func() {
+		if err == nil && c.out.held != nil {
+			c.out.w = w // held bytes alias its buffer until they are sent
+			return
+		}
+		c.out.hold, c.out.held = false, nil
 		w.Reset(nil)
 		c.t.writers.Put(w)
 	}()
@@ -185,6 +200,7 @@ func (c *conn) writeRequest(m *message) error {
 			return fmt.Errorf("body: %d bytes, want ContentLength %d", k, n)
 		}
 	}
+	c.out.hold = true
 	return w.Flush()
 }
 

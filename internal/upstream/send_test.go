@@ -160,3 +160,32 @@ func TestSendCancelledAndHead(t *testing.T) {
 		t.Fatalf("err %v, want the cause and context.Canceled", err)
 	}
 }
+
+// TestHeldBytesLargerThanTheSocket: a request whose held bytes (the last
+// buffer's worth, wait.go) do not fit in the socket is sent whole: the
+// socket takes part in the first step, the rest is written the usual way
+// before the answer is read. The write buffer is larger than loopback's
+// socket buffers so the first write must come up short.
+func TestHeldBytesLargerThanTheSocket(t *testing.T) {
+	const size = 24 << 20
+	srv := newRawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			_, body, ok := readReq(br)
+			if !ok {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(len(body))), len(body))
+		}
+	})
+	tr := newTransport(t, Config{WriteBufferSize: 32 << 20})
+	body := []byte(strings.Repeat("x", size))
+	for i := range 2 {
+		resp, err := tr.Send(context.Background(), &Call{Method: "POST", Addr: srv.ln.Addr().String(), Target: "/", Body: body})
+		if err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		if got := readBody(t, resp); got != fmt.Sprint(size) {
+			t.Fatalf("send %d: the worker read %s bytes, want %d", i, got, size)
+		}
+	}
+}

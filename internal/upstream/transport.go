@@ -344,9 +344,10 @@ func (t *Transport) dial(ctx context.Context, key string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{t: t, key: key, nc: nc}
+	c := &conn{t: t, key: key, nc: nc, raw: rawConn(nc)}
+	c.out.c, c.rd.c = c, c
 	c.br = t.readers.Get().(*bufio.Reader)
-	c.br.Reset(nc)
+	c.br.Reset(&c.rd)
 	c.kill = c.abort
 	return c, nil
 }
