@@ -69,7 +69,10 @@ type conn struct {
 	watched   bool // a watch ran for this request: it cleared the read deadline
 	stopping  bool
 	watchDone chan struct{}
-	reqCancel context.CancelCauseFunc
+	cur       *request // the request being served (mu)
+	// stopHook stops the connection context's watch, which fires the
+	// current request's hook when the server aborts (base context).
+	stopHook func() bool
 	peek      []byte // what the watch read: the next request's start
 	gone      bool   // the client left: close after this answer
 	linger    bool   // the client may still be sending: see close
@@ -77,6 +80,7 @@ type conn struct {
 
 func (c *conn) init() {
 	c.ctx, c.cancel = context.WithCancel(context.WithValue(c.base, http.LocalAddrContextKey, c.rwc.LocalAddr()))
+	c.stopHook = context.AfterFunc(c.ctx, c.fireCurrent)
 	c.br = c.srv.readers.get(func() *bufio.Reader { return bufio.NewReaderSize(nil, 4<<10) })
 	c.br.Reset(c)
 	c.bw = c.srv.writers.get(func() *bufio.Writer { return bufio.NewWriterSize(nil, 4<<10) })
@@ -115,8 +119,23 @@ func (c *conn) close() {
 		c.srv.readers.put(c.br)
 		c.br = nil
 	}
+	if c.stopHook != nil {
+		c.stopHook()
+	}
 	if c.cancel != nil {
 		c.cancel()
+	}
+}
+
+// fireCurrent fires the hook of the request being served: the
+// connection's context ended (the server's base context was cancelled),
+// and with it the request's.
+func (c *conn) fireCurrent() {
+	c.mu.Lock()
+	st := c.cur
+	c.mu.Unlock()
+	if st != nil {
+		st.ctx.fire()
 	}
 }
 
@@ -229,6 +248,7 @@ func (c *conn) readLine() ([]byte, error) {
 // request is one request's state on the connection.
 type request struct {
 	req       *http.Request
+	ctx       reqContext // req's context
 	cancel    context.CancelCauseFunc
 	close     bool // the client asked to close after the answer
 	expect100 bool // the client waits for 100 Continue before its body
@@ -268,7 +288,8 @@ func (c *conn) readRequest() (*request, error) {
 	st := &request{}
 	var zero http.Request
 	ctx, cancel := context.WithCancelCause(c.ctx)
-	r := zero.WithContext(ctx)
+	st.ctx.Context = ctx
+	r := zero.WithContext(&st.ctx)
 	r.Method, r.URL, r.RequestURI = method, u, target
 	r.Proto, r.ProtoMajor, r.ProtoMinor = proto, major, minor
 	r.Header, r.RemoteAddr = h, c.remote
@@ -400,7 +421,7 @@ func (c *conn) serveRequest(st *request) bool {
 	}
 	c.wdWant = time.Time{} // a deadline is the request's own
 	c.begin(st)
-	defer st.cancel(nil)
+	defer st.end(nil)
 	h := c.srv.Handler
 	if h == nil {
 		h = http.DefaultServeMux // as net/http
@@ -422,7 +443,7 @@ func (c *conn) serveRequest(st *request) bool {
 // begin arms the watch for a request.
 func (c *conn) begin(st *request) {
 	c.mu.Lock()
-	c.active, c.fired, c.reqCancel = true, false, st.cancel
+	c.active, c.fired, c.cur = true, false, st
 	c.bodyDone = st.body == nil
 	c.mu.Unlock()
 	d := c.srv.watchAfter()
@@ -472,12 +493,12 @@ func (c *conn) startWatchLocked() {
 	}
 	c.watching, c.watched = true, true
 	c.watchDone = make(chan struct{})
-	go c.watch(c.reqCancel, c.watchDone)
+	go c.watch(c.cur, c.watchDone)
 }
 
 // watch reads one byte: data is the next request's start (kept for it),
 // an error is the client gone, unless the server stopped the watch.
-func (c *conn) watch(cancel context.CancelCauseFunc, done chan struct{}) {
+func (c *conn) watch(st *request, done chan struct{}) {
 	defer close(done)
 	// The connection's deadline (the idle one, or the body's) must not end
 	// a long request's watch; cleared under mu so that a stop that comes
@@ -497,7 +518,7 @@ func (c *conn) watch(cancel context.CancelCauseFunc, done chan struct{}) {
 	}
 	if err != nil && !(c.stopping && errors.Is(err, os.ErrDeadlineExceeded)) {
 		c.gone = true
-		cancel(ErrClientGone)
+		st.end(ErrClientGone)
 	}
 }
 
@@ -507,7 +528,7 @@ func (c *conn) end() {
 		c.timer.Stop()
 	}
 	c.mu.Lock()
-	c.active = false
+	c.active, c.cur = false, nil
 	watched := c.watched
 	c.watched = false
 	c.mu.Unlock()
@@ -539,7 +560,14 @@ func (c *conn) clientGone(st *request) {
 	c.mu.Lock()
 	c.gone = true
 	c.mu.Unlock()
-	st.cancel(ErrClientGone)
+	st.end(ErrClientGone)
+}
+
+// end cancels the request's context with cause (nil: the request is
+// over), then fires its hook.
+func (st *request) end(cause error) {
+	st.cancel(cause)
+	st.ctx.fire()
 }
 
 // discardBody reads away what the handler left of the body, so the

@@ -37,6 +37,7 @@ type conn struct {
 	out heldWriter
 	rd  connReader
 	raw syscall.RawConn
+	op  rawOp
 }
 
 // abort closes the connection, unblocking any I/O on it; the context watch
@@ -61,14 +62,10 @@ func (c *conn) close(recycle bool) {
 // the failure came before any response byte in a way that means the worker
 // had closed the connection.
 func (c *conn) exchange(ctx context.Context, m *message) (resp *http.Response, retry bool, err error) {
-	var stop func() bool
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, c.kill)
-	}
+	var stop watch
+	stop.start(ctx, c.kill)
 	fail := func(op string, err error, retry bool) (*http.Response, bool, error) {
-		if stop != nil {
-			stop() // if the watch ran, it closed (or is closing) nc: closing twice is harmless
-		}
+		stop.stop()   // if the watch ran, it closed (or is closing) nc: closing twice is harmless
 		c.close(true) // this goroutine is the only user of the buffers
 		if ctx.Err() != nil {
 			return nil, false, ctxError(op, ctx, err)
@@ -110,11 +107,47 @@ func (c *conn) exchange(ctx context.Context, m *message) (resp *http.Response, r
 	return resp, false, nil
 }
 
+// hookContext is a context that runs one function when it ends without
+// context.AfterFunc's allocations: internal/http1's request contexts
+// (reqContext there), which the gateway passes on as they are.
+type hookContext interface {
+	OnDone(f func()) bool
+	StopOnDone() bool
+}
+
+// watch is an exchange's context watch: f (closing the connection) runs
+// when the request's context ends.
+type watch struct {
+	hook  hookContext // the context's own hook, when it took f
+	after func() bool // else context.AfterFunc's stop (nil: the context never ends)
+}
+
+func (w *watch) start(ctx context.Context, f func()) {
+	if h, ok := ctx.(hookContext); ok && h.OnDone(f) {
+		w.hook = h
+		return
+	}
+	if ctx.Done() != nil {
+		w.after = context.AfterFunc(ctx, f)
+	}
+}
+
+// stop ends the watch; false means f has run or is running.
+func (w *watch) stop() bool {
+	switch {
+	case w.hook != nil:
+		return w.hook.StopOnDone()
+	case w.after != nil:
+		return w.after()
+	}
+	return true
+}
+
 // release ends an exchange whose response was read whole: the connection
 // goes back to the pool when keep allows and the context watch had not
 // fired, else it is closed.
-func (c *conn) release(stop func() bool, keep bool) {
-	if stop != nil && !stop() {
+func (c *conn) release(stop watch, keep bool) {
+	if !stop.stop() {
 		c.close(true) // the watch closed nc, or is closing it
 		return
 	}
@@ -301,7 +334,7 @@ func asciiEqualFold(a, b string) bool {
 type respBody struct {
 	c    *conn
 	rc   io.ReadCloser // http.ReadResponse's body
-	stop func() bool   // the context watch (nil: none)
+	stop watch         // the context watch
 	keep bool
 	ctx  context.Context
 	// state: 0 reading, 1 read to EOF, 2 closed or failed. Close may run
@@ -332,9 +365,7 @@ func (b *respBody) Read(p []byte) (int, error) {
 	if !b.state.CompareAndSwap(0, 2) {
 		return n, errBodyClosed // Close ran meanwhile
 	}
-	if b.stop != nil {
-		b.stop()
-	}
+	b.stop.stop()
 	b.c.close(true) // Close cannot run any more: the buffers are ours
 	if b.ctx.Err() != nil {
 		return n, ctxError("read response body", b.ctx, err)
@@ -346,9 +377,7 @@ func (b *respBody) Read(p []byte) (int, error) {
 // draining: the worker sees the disconnect). Further calls do nothing.
 func (b *respBody) Close() error {
 	if b.state.CompareAndSwap(0, 2) {
-		if b.stop != nil {
-			b.stop()
-		}
+		b.stop.stop()
 		// A Read may be running on the buffers: they are not recycled.
 		b.c.close(false)
 	}

@@ -61,7 +61,7 @@ func (r *connReader) Read(p []byte) (int, error) {
 	defer c.out.release()
 	held := c.out.held
 	if c.raw != nil {
-		n, rest, done, err := rawWriteRead(c.raw, held, p)
+		n, rest, done, err := rawWriteRead(c.raw, &c.op, held, p)
 		if done {
 			return n, err
 		}
