@@ -73,9 +73,9 @@ type conn struct {
 	// stopHook stops the connection context's watch, which fires the
 	// current request's hook when the server aborts (base context).
 	stopHook func() bool
-	peek      []byte // what the watch read: the next request's start
-	gone      bool   // the client left: close after this answer
-	linger    bool   // the client may still be sending: see close
+	peek     []byte // what the watch read: the next request's start
+	gone     bool   // the client left: close after this answer
+	linger   bool   // the client may still be sending: see close
 }
 
 func (c *conn) init() {
