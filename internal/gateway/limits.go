@@ -29,7 +29,7 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request) bool {
 	// The deadline covers the body only and is lifted once the body is
 	// in: what follows (a hold for a cold start, a stream) has bounds of
 	// its own.
-	rc := http.NewResponseController(w)
+	rc := deadlines{w}
 	if err := rc.SetReadDeadline(time.Now().Add(s.set.BodyReadTimeout)); err != nil {
 		return true // not a net/http connection (tests with a recorder)
 	}
@@ -40,7 +40,7 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request) bool {
 // deadlineBody lifts the body read deadline when the body ends.
 type deadlineBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
+	rc   deadlines
 	done bool
 }
 
@@ -56,10 +56,10 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 // arm sets the write deadline for the next piece of a plain answer: the
 // sooner of stream_write_timeout from now (a stall) and the answer's own
 // write_timeout (a client that reads, but too slowly to ever finish).
-func (d *deadlineWriter) arm() {
+func (d *deadlineWriter) arm(now time.Time) {
 	t := d.until
 	if st := d.s.set.StreamWriteTimeout; st > 0 {
-		if p := time.Now().Add(st); t.IsZero() || p.Before(t) {
+		if p := now.Add(st); t.IsZero() || p.Before(t) {
 			t = p
 		}
 	}
@@ -171,4 +171,35 @@ func (c *countedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// deadlines sets a connection's deadlines through a ResponseWriter and its
+// Unwrap chain, as http.ResponseController does, without allocating a
+// controller per request (every request sets one or two).
+type deadlines struct{ w http.ResponseWriter }
+
+func (d deadlines) SetReadDeadline(t time.Time) error {
+	for w := d.w; ; {
+		switch x := w.(type) {
+		case interface{ SetReadDeadline(time.Time) error }:
+			return x.SetReadDeadline(t)
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return fmt.Errorf("set read deadline: %w", http.ErrNotSupported)
+		}
+	}
+}
+
+func (d deadlines) SetWriteDeadline(t time.Time) error {
+	for w := d.w; ; {
+		switch x := w.(type) {
+		case interface{ SetWriteDeadline(time.Time) error }:
+			return x.SetWriteDeadline(t)
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return fmt.Errorf("set write deadline: %w", http.ErrNotSupported)
+		}
+	}
 }

@@ -114,14 +114,21 @@ func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) 
 	if err != nil {
 		return nil, &stageError{"waiting in queue", err}
 	}
-	t := time.Now()
+	// A place found at once took no time, so the hold is counted from
+	// arrival (the admission check's microseconds with it): the clock is
+	// read again only after a wait.
+	t := p.start
+	if waited > 0 {
+		t = time.Now()
+	}
 	lease, err := s.backend.EnsureReady(ctx)
-	p.held = time.Since(t)
+	now := time.Now()
+	p.held = now.Sub(t)
 	if err != nil {
 		p.slot.Release()
 		return nil, &stageError{"waiting for worker", err}
 	}
-	p.lease, p.granted = lease, time.Now()
+	p.lease, p.granted = lease, now
 	p.slot.SetGranted(p.granted)
 	return p, nil
 }
@@ -328,13 +335,18 @@ func (s *Server) clientFailed(err error, route string) {
 type deadlineWriter struct {
 	s     *Server
 	w     io.Writer
-	rc    http.ResponseController
+	rc    deadlines
 	until time.Time // the whole answer's write deadline (write_timeout)
 	err   error
+	fresh bool // armed just now: the next write needs no re-arming
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
-	d.arm()
+	if d.fresh {
+		d.fresh = false // the first piece follows the arming at once
+	} else {
+		d.arm(time.Now())
+	}
 	n, err := d.w.Write(p)
 	if err != nil {
 		d.err = err
@@ -342,10 +354,14 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// hop-by-hop headers are not forwarded (RFC 9110 §7.6.1).
-var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
-	"Te": true, "Trailer": true, "Upgrade": true,
+// hopHeader reports a hop-by-hop header, which is not forwarded (RFC 9110
+// §7.6.1). Names are canonical, as in a parsed header map.
+func hopHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade":
+		return true
+	}
+	return false
 }
 
 // relayPlain passes the worker's answer through unchanged: status, headers
@@ -353,19 +369,22 @@ var hopHeaders = map[string]bool{
 // client as vLLM wrote it). dw is storage for the writer (the request's
 // place holds one).
 func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route string, dw *deadlineWriter) {
+	h := w.Header()
 	for k, vs := range resp.Header {
-		if !hopHeaders[k] {
-			w.Header()[k] = vs
+		if !hopHeader(k) {
+			h[k] = vs
 		}
 	}
 	if resp.StatusCode >= 400 {
 		s.metrics.Errors.WithLabelValues("upstream_status", fmt.Sprint(resp.StatusCode)).Inc()
 	}
-	*dw = deadlineWriter{s: s, w: w, rc: *http.NewResponseController(w)}
+	*dw = deadlineWriter{s: s, w: w, rc: deadlines{w}}
+	now := time.Now()
 	if s.set.WriteTimeout > 0 {
-		dw.until = time.Now().Add(s.set.WriteTimeout)
+		dw.until = now.Add(s.set.WriteTimeout)
 	}
-	dw.arm() // WriteHeader may flush once the body is large
+	dw.arm(now) // WriteHeader may flush once the body is large
+	dw.fresh = true
 	w.WriteHeader(resp.StatusCode)
 	// A pooled reader copies in 32 KiB pieces, each write under its own
 	// deadline (io.Copy would use net/http's ReadFrom, with no way to

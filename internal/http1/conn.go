@@ -253,6 +253,7 @@ type request struct {
 	close     bool // the client asked to close after the answer
 	expect100 bool // the client waits for 100 Continue before its body
 	body      *body
+	resp      response // the answer's state (one allocation holds both)
 }
 
 // readRequest reads and checks a request's head.
@@ -414,7 +415,8 @@ func (c *conn) frame(st *request, h http.Header) error {
 // serveRequest runs the handler and finishes its answer; false ends the
 // connection.
 func (c *conn) serveRequest(st *request) bool {
-	w := &response{c: c, st: st, req: st.req, header: make(http.Header, 4), declared: -1, hold: c.hold}
+	w := &st.resp
+	*w = response{c: c, st: st, req: st.req, header: make(http.Header, 4), declared: -1, hold: c.hold}
 	w.head = st.req.Method == http.MethodHead
 	if st.body != nil {
 		st.body.w = w
