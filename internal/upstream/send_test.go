@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 )
 
@@ -62,18 +61,7 @@ func TestSendWritesCall(t *testing.T) {
 // TestSendRetriesStaleConnection: Send's body is bytes, so a request on a
 // connection the worker had closed is always resent, once.
 func TestSendRetriesStaleConnection(t *testing.T) {
-	var requests atomic.Int32
-	closed := make(chan struct{}, 4)
-	srv := newRawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
-		_, body, ok := readReq(br)
-		if !ok {
-			return
-		}
-		requests.Add(1)
-		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-		c.Close()
-		closed <- struct{}{}
-	})
+	srv, requests, closed := closingEchoServer(t)
 	tr := newTransport(t, Config{})
 	for i := range 3 {
 		resp, err := tr.Send(context.Background(), &Call{Method: "POST", Addr: srv.ln.Addr().String(), Target: "/", Body: []byte(fmt.Sprint("req", i))})

@@ -243,19 +243,26 @@ func TestInterimResponsesSkipped(t *testing.T) {
 
 // A worker closing an idle connection (uvicorn's keep-alive timeout) costs
 // one transparent retry on a new connection.
-func TestStaleIdleConnectionRetriedOnce(t *testing.T) {
-	closed := make(chan struct{}, 4)
-	var requests atomic.Int32
-	srv := newRawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+// closingEchoServer answers each connection's first request with its body
+// and then closes the connection, as if its keep-alive timeout passed;
+// closed gets a value after each close.
+func closingEchoServer(t *testing.T) (srv *rawServer, requests *atomic.Int32, closed chan struct{}) {
+	closed, requests = make(chan struct{}, 4), new(atomic.Int32)
+	srv = newRawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		_, body, ok := readReq(br)
 		if !ok {
 			return
 		}
 		requests.Add(1)
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-		c.Close() // then closes it, as if its keep-alive timeout passed
+		c.Close()
 		closed <- struct{}{}
 	})
+	return srv, requests, closed
+}
+
+func TestStaleIdleConnectionRetriedOnce(t *testing.T) {
+	srv, requests, closed := closingEchoServer(t)
 	tr := newTransport(t, Config{})
 	for i := range 3 {
 		resp, err := post(t, context.Background(), tr, srv.url(), fmt.Sprint("req", i))
