@@ -55,9 +55,9 @@ func CanonicalKey(k string) string {
 	return k
 }
 
-// trimOWS trims the optional white space around a field value (RFC 9110
+// TrimOWS trims the optional white space around a field value (RFC 9110
 // §5.6.3: spaces and tabs).
-func trimOWS(s string) string {
+func TrimOWS(s string) string {
 	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
 		s = s[1:]
 	}
@@ -145,7 +145,7 @@ func ParseHeader(rest string) (http.Header, error) {
 		if !ok || name == "" {
 			return nil, errors.New("malformed header line")
 		}
-		value = trimOWS(value)
+		value = TrimOWS(value)
 		if !ValidToken(name) {
 			return nil, errors.New("invalid header name " + strconv.Quote(name))
 		}

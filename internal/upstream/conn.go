@@ -283,7 +283,7 @@ func hasToken(vs []string, tok string) bool {
 		for len(v) > 0 {
 			var part string
 			part, v, _ = cut(v, ',')
-			if asciiEqualFold(trim(part), tok) {
+			if asciiEqualFold(httpwire.TrimOWS(part), tok) {
 				return true
 			}
 		}
@@ -298,16 +298,6 @@ func cut(s string, sep byte) (before, after string, found bool) {
 		}
 	}
 	return s, "", false
-}
-
-func trim(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 func asciiEqualFold(a, b string) bool {

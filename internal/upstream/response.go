@@ -41,7 +41,7 @@ func (c *conn) readResponse(method string, req *http.Request) (*http.Response, e
 	// Other codings, and both framings at once, are rare: net/http's
 	// rules apply to them.
 	noBody := method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
-	if hasTE && (hasCL || noBody || minor == 0 || len(te) != 1 || !asciiEqualFold(trim(te[0]), "chunked")) {
+	if hasTE && (hasCL || noBody || minor == 0 || len(te) != 1 || !asciiEqualFold(httpwire.TrimOWS(te[0]), "chunked")) {
 		return readSlow(br, method, req)
 	}
 	if hasCL && !hasTE {
