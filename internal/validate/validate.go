@@ -114,6 +114,15 @@ func decode(body []byte, v any) *Error {
 		// Python server fails to decode the body.
 		return badf("Request body is not valid UTF-8 (first invalid byte at offset %d).", invalidAt(body))
 	}
+	if r, ok := v.(*openai.CompletionRequest); ok {
+		// The common /v1/completions shape, in one pass without
+		// reflection (openai.DecodeCompletion; FuzzCompletionFast holds it
+		// to encoding/json); anything else goes the general way below.
+		if req, ok := openai.DecodeCompletion(body); ok {
+			*r = req
+			return nil
+		}
+	}
 	if fastjson.Unmarshal(body, v) == nil {
 		return nil
 	}
