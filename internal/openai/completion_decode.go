@@ -28,12 +28,17 @@ import (
 // in plain notation that fit int64 where ints are expected, JSON numbers
 // where floats are, and null for any of them. Everything else, unknown
 // fields included, is not handled.
-func DecodeCompletion(b []byte) (req CompletionRequest, ok bool) {
+//
+// req must be zero (encoding/json would merge into what it holds); it is
+// decoded in place (a returned copy costs write barriers on its pointers)
+// and left zero when ok is false.
+func DecodeCompletion(b []byte, req *CompletionRequest) (ok bool) {
 	d := fastDecoder{b: b}
-	if !d.completion(&req) {
-		return CompletionRequest{}, false
+	if !d.completion(req) {
+		*req = CompletionRequest{}
+		return false
 	}
-	return req, true
+	return true
 }
 
 // fastDecoder is a cursor over a JSON body.
@@ -315,12 +320,43 @@ func (d *fastDecoder) floatPtr(dst **float64, slot *float64) bool {
 	if !d.number() {
 		return false
 	}
-	f, err := strconv.ParseFloat(string(d.b[start:d.i]), 64)
+	lit := d.b[start:d.i]
+	if f, ok := smallInteger(lit); ok {
+		*slot, *dst = f, slot
+		return true
+	}
+	f, err := strconv.ParseFloat(string(lit), 64)
 	if err != nil {
 		return false
 	}
 	*slot, *dst = f, slot
 	return true
+}
+
+// smallInteger converts a number literal of at most 15 digits and no
+// fraction or exponent ("0", "-1", "200": the usual temperature and
+// penalties) without strconv: below 2^53 the conversion is exact, so it is
+// what ParseFloat gives, -0 included.
+func smallInteger(lit []byte) (float64, bool) {
+	neg := lit[0] == '-'
+	if neg {
+		lit = lit[1:]
+	}
+	if len(lit) > 15 {
+		return 0, false
+	}
+	var u uint64
+	for _, c := range lit {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		u = u*10 + uint64(c-'0')
+	}
+	f := float64(u)
+	if neg {
+		f = -f
+	}
+	return f, true
 }
 
 // number consumes a JSON number (RFC 8259 grammar: strconv.ParseFloat alone

@@ -77,7 +77,8 @@ var fastCases = []struct {
 
 func TestDecodeCompletionFast(t *testing.T) {
 	for _, c := range fastCases {
-		got, ok := openai.DecodeCompletion([]byte(c.body))
+		var got openai.CompletionRequest
+		ok := openai.DecodeCompletion([]byte(c.body), &got)
 		if ok != c.handled {
 			t.Errorf("%s: handled %v, want %v", c.name, ok, c.handled)
 		}
@@ -127,7 +128,8 @@ func FuzzCompletionFast(f *testing.F) {
 		f.Add([]byte(c.body))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		got, ok := openai.DecodeCompletion(body)
+		var got openai.CompletionRequest
+		ok := openai.DecodeCompletion(body, &got)
 		checkFast(t, body, got, ok)
 	})
 }

@@ -118,8 +118,7 @@ func decode(body []byte, v any) *Error {
 		// The common /v1/completions shape, in one pass without
 		// reflection (openai.DecodeCompletion; FuzzCompletionFast holds it
 		// to encoding/json); anything else goes the general way below.
-		if req, ok := openai.DecodeCompletion(body); ok {
-			*r = req
+		if openai.DecodeCompletion(body, r) {
 			return nil
 		}
 	}
