@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -19,15 +21,17 @@ import (
 // scan a token-id prompt twice (once to delimit it, once in
 // Prompt.UnmarshalJSON) and allocate each pointer field with reflect.
 //
-// Handled: the top-level fields below under their exact lower-case names
-// (encoding/json matches keys case-insensitively, with Unicode folding: any
-// other spelling goes the general way), each at most once (encoding/json
-// lets the last of a duplicated key win and merges duplicated objects),
-// strings without escapes (decoding them exactly is left to encoding/json),
-// a prompt that is a string or a non-empty flat list of integers, integers
-// in plain notation that fit int64 where ints are expected, JSON numbers
-// where floats are, and null for any of them. Everything else, unknown
-// fields included, is not handled.
+// Handled: every field of CompletionRequest and VLLMSampling, under its
+// exact lower-case name (encoding/json matches
+// keys case-insensitively, with Unicode folding: any other spelling goes
+// the general way) and at most once (encoding/json lets the last of a
+// duplicated key win and merges duplicated objects); strings of valid
+// UTF-8, escapes decoded as encoding/json does; a prompt that is a string
+// or a non-empty flat list of integers (stop_token_ids too: encoding/json
+// makes an empty list non-nil, left to it); stop as a string or a list of
+// strings; integers in plain notation within int64 where ints are
+// expected; JSON numbers where floats are; null for any field. Everything
+// else, unknown fields included, is not handled.
 //
 // req must be zero (encoding/json would merge into what it holds); it is
 // decoded in place (a returned copy costs write barriers on its pointers)
@@ -86,6 +90,7 @@ const (
 	fRepetition
 	fTopK
 	fMinP
+	fStopTokenIDs
 )
 
 func (d *fastDecoder) completion(r *CompletionRequest) bool {
@@ -149,6 +154,8 @@ func (d *fastDecoder) completion(r *CompletionRequest) bool {
 			bit, ok = fTopK, d.intPtr(&r.TopK, &d.slots().topK)
 		case "min_p":
 			bit, ok = fMinP, d.floatPtr(&r.MinP, &d.slots().minP)
+		case "stop_token_ids":
+			bit, ok = fStopTokenIDs, d.null() || (d.eat('[') && d.intList(&r.StopTokenIDs))
 		default:
 			return false
 		}
@@ -244,11 +251,111 @@ func (d *fastDecoder) str(dst *string) bool {
 	if d.null() {
 		return true
 	}
-	s, ok := d.plainString()
+	start := d.i
+	if s, ok := d.plainString(); ok {
+		*dst = string(s)
+		return true
+	}
+	// Escapes (a text prompt's newlines and quotes): decoded as
+	// encoding/json does.
+	d.i = start
+	s, ok := d.escapedString()
 	if ok {
 		*dst = string(s)
 	}
 	return ok
+}
+
+// escapedString reads a string with escapes, decoding them as
+// encoding/json's unquoteBytes does: \uXXXX is a UTF-16 unit, a surrogate
+// pair one rune, a surrogate that is not part of a pair U+FFFD. Only the
+// escapes its scanner accepts are taken (\" \\ \/ \b \f \n \r \t \u);
+// invalid UTF-8, which it would replace byte by byte, is left to it.
+func (d *fastDecoder) escapedString() ([]byte, bool) {
+	if !d.eat('"') {
+		return nil, false
+	}
+	b, i := d.b, d.i
+	out := make([]byte, 0, 64)
+	for i < len(b) {
+		c := b[i]
+		i++
+		switch {
+		case c == '"':
+			d.i = i
+			// Escapes only add whole, valid runes, so out is valid UTF-8
+			// exactly when the raw bytes between them are.
+			return out, utf8.Valid(out)
+		case c < 0x20:
+			return nil, false
+		case c != '\\':
+			out = append(out, c)
+			continue
+		}
+		if i >= len(b) {
+			return nil, false
+		}
+		e := b[i]
+		i++
+		switch e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r := hex4(b[i:])
+			if r < 0 {
+				return nil, false
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				r1 := rune(-1)
+				if len(b)-i >= 6 && b[i] == '\\' && b[i+1] == 'u' {
+					r1 = hex4(b[i+2:])
+				}
+				if dec := utf16.DecodeRune(r, r1); dec != unicode.ReplacementChar {
+					out = utf8.AppendRune(out, dec)
+					i += 6
+					break
+				}
+				r = unicode.ReplacementChar
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// hex4 is the value of four hex digits at the start of b, or -1.
+func hex4(b []byte) rune {
+	if len(b) < 4 {
+		return -1
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }
 
 func (d *fastDecoder) boolean(dst *bool) bool {
@@ -407,6 +514,12 @@ func (d *fastDecoder) prompt(p *Prompt) bool {
 	if ok {
 		*p = Prompt{TokenIDs: ids, IsTokens: true, Count: 1}
 	}
+	return ok
+}
+
+func (d *fastDecoder) intList(dst *[]int) bool {
+	ids, ok := d.tokenIDs()
+	*dst = ids
 	return ok
 }
 
