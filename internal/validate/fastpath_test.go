@@ -117,6 +117,20 @@ func TestCompletionFastAndGeneral(t *testing.T) {
 	}
 }
 
+// decode refuses invalid UTF-8 before the fast path, which (as
+// encoding/json does) keeps stop's raw bytes unchecked.
+func TestFastPathAfterUTF8Check(t *testing.T) {
+	body := []byte("{\"prompt\":\"hi\",\"stop\":\"\xff\"}")
+	var req openai.CompletionRequest
+	if !openai.DecodeCompletion(body, &req) {
+		t.Fatal("stop with invalid UTF-8 not handled: this test no longer tests the ordering")
+	}
+	_, e := Completion(body, lim)
+	if e == nil || !strings.Contains(e.Error.Message, "not valid UTF-8") {
+		t.Fatalf("got %+v, want the UTF-8 refusal", e)
+	}
+}
+
 // checkFast holds one DecodeCompletion result to encoding/json: a body it
 // handles, encoding/json accepts with the same request.
 func checkFast(t *testing.T, body []byte, got openai.CompletionRequest, ok bool) {
