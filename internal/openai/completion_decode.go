@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // DecodeCompletion decodes the common shape of a /v1/completions body in
@@ -256,84 +257,75 @@ func (d *fastDecoder) str(dst *string) bool {
 		*dst = string(s)
 		return true
 	}
-	// Escapes (a text prompt's newlines and quotes): decoded as
-	// encoding/json does.
+	// Escapes (a text prompt's newlines and quotes): delimited and checked
+	// by skipString, then decoded as encoding/json does.
 	d.i = start
-	s, ok := d.escapedString()
+	if !d.skipString() {
+		return false
+	}
+	s, ok := unescape(d.b[start+1 : d.i-1])
 	if ok {
-		*dst = string(s)
+		*dst = s
 	}
 	return ok
 }
 
-// escapedString reads a string with escapes, decoding them as
+// unescape decodes the contents of a string skipString accepted as
 // encoding/json's unquoteBytes does: \uXXXX is a UTF-16 unit, a surrogate
-// pair one rune, a surrogate that is not part of a pair U+FFFD. Only the
-// escapes its scanner accepts are taken (\" \\ \/ \b \f \n \r \t \u);
-// invalid UTF-8, which it would replace byte by byte, is left to it.
-func (d *fastDecoder) escapedString() ([]byte, bool) {
-	if !d.eat('"') {
-		return nil, false
-	}
-	b, i := d.b, d.i
-	out := make([]byte, 0, 64)
-	for i < len(b) {
-		c := b[i]
+// pair one rune, a surrogate that is not part of a pair U+FFFD. Invalid
+// UTF-8, which it would replace byte by byte, is left to it.
+func unescape(raw []byte) (string, bool) {
+	// Every escape is longer than what it decodes to: raw's length bounds
+	// the result's, which then needs one allocation.
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); {
+		c := raw[i]
 		i++
-		switch {
-		case c == '"':
-			d.i = i
-			// Escapes only add whole, valid runes, so out is valid UTF-8
-			// exactly when the raw bytes between them are.
-			return out, utf8.Valid(out)
-		case c < 0x20:
-			return nil, false
-		case c != '\\':
+		if c != '\\' {
 			out = append(out, c)
 			continue
 		}
-		if i >= len(b) {
-			return nil, false
-		}
-		e := b[i]
+		e := raw[i] // skipString checked the escape
 		i++
 		switch e {
-		case '"', '\\', '/':
-			out = append(out, e)
 		case 'b':
-			out = append(out, '\b')
+			e = '\b'
 		case 'f':
-			out = append(out, '\f')
+			e = '\f'
 		case 'n':
-			out = append(out, '\n')
+			e = '\n'
 		case 'r':
-			out = append(out, '\r')
+			e = '\r'
 		case 't':
-			out = append(out, '\t')
+			e = '\t'
 		case 'u':
-			r := hex4(b[i:])
-			if r < 0 {
-				return nil, false
-			}
+			r := hex4(raw[i:])
 			i += 4
 			if utf16.IsSurrogate(r) {
 				r1 := rune(-1)
-				if len(b)-i >= 6 && b[i] == '\\' && b[i+1] == 'u' {
-					r1 = hex4(b[i+2:])
+				if len(raw)-i >= 6 && raw[i] == '\\' && raw[i+1] == 'u' {
+					r1 = hex4(raw[i+2:])
 				}
 				if dec := utf16.DecodeRune(r, r1); dec != unicode.ReplacementChar {
 					out = utf8.AppendRune(out, dec)
 					i += 6
-					break
+					continue
 				}
 				r = unicode.ReplacementChar
 			}
 			out = utf8.AppendRune(out, r)
-		default:
-			return nil, false
+			continue
 		}
+		out = append(out, e) // '"', '\\', '/' stand for themselves
 	}
-	return nil, false
+	// Escapes only add whole, valid runes, so out is valid UTF-8 exactly
+	// when the raw bytes between them are.
+	if !utf8.Valid(out) {
+		return "", false
+	}
+	// out is not used after this: the string can have its bytes (as
+	// strings.Builder does) instead of a second copy.
+	return unsafe.String(unsafe.SliceData(out), len(out)), true
 }
 
 // hex4 is the value of four hex digits at the start of b, or -1.
