@@ -203,8 +203,8 @@ func (d *fastDecoder) eat(c byte) bool {
 // key reads `"name"` and the colon after it; names with escapes are not
 // handled.
 func (d *fastDecoder) key() ([]byte, bool) {
-	k, ok := d.plainString()
-	if !ok {
+	k, escaped, ok := d.scanString()
+	if !ok || escaped {
 		return nil, false
 	}
 	d.ws()
@@ -226,51 +226,70 @@ func (d *fastDecoder) null() bool {
 	return false
 }
 
-// plainString reads a string with no escapes and returns its contents.
-// Control characters are a syntax error in JSON; invalid UTF-8 is replaced
-// by U+FFFD in encoding/json: both are left to it.
-func (d *fastDecoder) plainString() ([]byte, bool) {
-	if !d.eat('"') {
-		return nil, false
+// scanString consumes a string, returning its raw contents and whether it
+// holds an escape, and checks it the way encoding/json's scanner does: no
+// control characters, only the escapes \" \\ \/ \b \f \n \r \t and \u with
+// four hex digits. UTF-8 is not checked here: a RawMessage keeps the bytes
+// as they are; decoded strings check it (str).
+func (d *fastDecoder) scanString() (raw []byte, escaped, ok bool) {
+	b, i := d.b, d.i // locals: the hottest loop
+	if i >= len(b) || b[i] != '"' {
+		return nil, false, false
 	}
-	b, start, ascii := d.b, d.i, true
-	for i := start; i < len(b); i++ { // locals: the hottest loop
-		switch c := b[i]; {
+	i++
+	start := i
+	for i < len(b) {
+		c := b[i]
+		switch {
 		case c == '"':
 			d.i = i + 1
-			return b[start:i], ascii || utf8.Valid(b[start:i])
-		case c == '\\' || c < 0x20:
-			return nil, false
-		case c >= utf8.RuneSelf:
-			ascii = false
+			return b[start:i], escaped, true
+		case c < 0x20:
+			return nil, false, false
+		case c == '\\':
+			escaped = true
+			if i+1 >= len(b) {
+				return nil, false, false
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if hex4(b[i+2:]) < 0 {
+					return nil, false, false
+				}
+				i += 6
+			default:
+				return nil, false, false
+			}
+			continue
 		}
+		i++
 	}
-	return nil, false
+	return nil, false, false
 }
 
+// str decodes a string, or null (which leaves it "").
 func (d *fastDecoder) str(dst *string) bool {
 	if d.null() {
 		return true
 	}
-	start := d.i
-	if s, ok := d.plainString(); ok {
-		*dst = string(s)
-		return true
-	}
-	// Escapes (a text prompt's newlines and quotes): delimited and checked
-	// by skipString, then decoded as encoding/json does.
-	d.i = start
-	if !d.skipString() {
+	raw, escaped, ok := d.scanString()
+	switch {
+	case !ok:
 		return false
-	}
-	s, ok := unescape(d.b[start+1 : d.i-1])
-	if ok {
+	case escaped: // a text prompt's newlines and quotes
+		s, ok := unescape(raw)
 		*dst = s
+		return ok
+	case !utf8.Valid(raw):
+		return false // encoding/json replaces each bad byte by U+FFFD
 	}
-	return ok
+	*dst = string(raw)
+	return true
 }
 
-// unescape decodes the contents of a string skipString accepted as
+// unescape decodes the contents of a string scanString accepted as
 // encoding/json's unquoteBytes does: \uXXXX is a UTF-16 unit, a surrogate
 // pair one rune, a surrogate that is not part of a pair U+FFFD. Invalid
 // UTF-8, which it would replace byte by byte, is left to it.
@@ -278,15 +297,15 @@ func unescape(raw []byte) (string, bool) {
 	// Every escape is longer than what it decodes to: raw's length bounds
 	// the result's, which then needs one allocation.
 	out := make([]byte, 0, len(raw))
-	for i := 0; i < len(raw); {
-		c := raw[i]
-		i++
-		if c != '\\' {
-			out = append(out, c)
-			continue
+	for {
+		k := bytes.IndexByte(raw, '\\')
+		if k < 0 {
+			out = append(out, raw...)
+			break
 		}
-		e := raw[i] // skipString checked the escape
-		i++
+		out = append(out, raw[:k]...)
+		e := raw[k+1] // scanString checked the escape
+		raw = raw[k+2:]
 		switch e {
 		case 'b':
 			e = '\b'
@@ -299,16 +318,16 @@ func unescape(raw []byte) (string, bool) {
 		case 't':
 			e = '\t'
 		case 'u':
-			r := hex4(raw[i:])
-			i += 4
+			r := hex4(raw)
+			raw = raw[4:]
 			if utf16.IsSurrogate(r) {
 				r1 := rune(-1)
-				if len(raw)-i >= 6 && raw[i] == '\\' && raw[i+1] == 'u' {
-					r1 = hex4(raw[i+2:])
+				if len(raw) >= 6 && raw[0] == '\\' && raw[1] == 'u' {
+					r1 = hex4(raw[2:])
 				}
 				if dec := utf16.DecodeRune(r, r1); dec != unicode.ReplacementChar {
 					out = utf8.AppendRune(out, dec)
-					i += 6
+					raw = raw[6:]
 					continue
 				}
 				r = unicode.ReplacementChar
@@ -628,14 +647,14 @@ func (d *fastDecoder) stop(dst *json.RawMessage) bool {
 	switch {
 	case d.null():
 	case d.i < len(d.b) && d.b[d.i] == '"':
-		if !d.skipString() {
+		if _, _, ok := d.scanString(); !ok {
 			return false
 		}
 	case d.eat('['):
 		d.ws()
 		if !d.eat(']') {
 			for {
-				if !d.skipString() {
+				if _, _, ok := d.scanString(); !ok {
 					return false
 				}
 				d.ws()
@@ -653,47 +672,4 @@ func (d *fastDecoder) stop(dst *json.RawMessage) bool {
 	}
 	*dst = append(json.RawMessage(nil), d.b[start:d.i]...)
 	return true
-}
-
-// skipString consumes a string, escapes included, checking it the way
-// encoding/json's scanner does: no control characters, only the escapes
-// \" \\ \/ \b \f \n \r \t and \u with four hex digits. Bytes are not
-// checked for UTF-8: a RawMessage keeps them as they are.
-func (d *fastDecoder) skipString() bool {
-	if !d.eat('"') {
-		return false
-	}
-	for d.i < len(d.b) {
-		c := d.b[d.i]
-		d.i++
-		switch {
-		case c == '"':
-			return true
-		case c < 0x20:
-			return false
-		case c == '\\':
-			if d.i >= len(d.b) {
-				return false
-			}
-			e := d.b[d.i]
-			d.i++
-			switch e {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				for k := 0; k < 4; k++ {
-					if d.i >= len(d.b) || !isHex(d.b[d.i]) {
-						return false
-					}
-					d.i++
-				}
-			default:
-				return false
-			}
-		}
-	}
-	return false
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
