@@ -130,13 +130,7 @@ func (d *fastDecoder) completion(r *CompletionRequest) bool {
 		case "stop":
 			bit, ok = fStop, d.stop(&r.Stop)
 		case "seed":
-			bit = fSeed
-			var v int64
-			var null bool
-			if v, null, ok = d.integer(); ok && !null {
-				s := &d.slots().seed
-				*s, r.Seed = v, s
-			}
+			bit, ok = fSeed, d.int64Ptr(&r.Seed, &d.slots().seed)
 		case "user":
 			bit, ok = fUser, d.str(&r.User)
 		case "logprobs":
@@ -414,8 +408,9 @@ func (d *fastDecoder) integer() (v int64, null, ok bool) {
 	return int64(u), false, true
 }
 
-// intPtr stores an integer into a fresh *int (int is 64 bits on the
-// platforms llmlab builds for; strconv.IntSize guards the others).
+// intPtr reads an integer (or null) for an *int field, pointing it at its
+// slot (int is 64 bits on the platforms llmlab builds for; where it is not,
+// encoding/json refuses what does not fit, and so is it left to it).
 func (d *fastDecoder) intPtr(dst **int, slot *int) bool {
 	v, null, ok := d.integer()
 	if !ok || null {
@@ -426,6 +421,14 @@ func (d *fastDecoder) intPtr(dst **int, slot *int) bool {
 	}
 	*slot, *dst = int(v), slot
 	return true
+}
+
+func (d *fastDecoder) int64Ptr(dst **int64, slot *int64) bool {
+	v, null, ok := d.integer()
+	if ok && !null {
+		*slot, *dst = v, slot
+	}
+	return ok
 }
 
 // floatPtr reads a JSON number as encoding/json stores it into a float64:
