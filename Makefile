@@ -30,6 +30,7 @@ fuzz1 = $(GO) test -run '^$$' -fuzz '^$(1)$$' -fuzztime $(or $(FUZZTIME),$(2)) .
 fuzz:
 	$(call fuzz1,FuzzValidate,60000x,internal/validate)
 	$(call fuzz1,FuzzDecoders,100000x,internal/validate)
+	$(call fuzz1,FuzzCompletionFast,100000x,internal/validate)
 	$(call fuzz1,FuzzGatewayRefusals,20000x,internal/gateway)
 	$(call fuzz1,FuzzGatewayRequest,20000x,internal/gateway)
 	$(call fuzz1,FuzzHandler,20000x,internal/sim/server)

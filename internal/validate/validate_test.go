@@ -165,6 +165,27 @@ func BenchmarkCompletionTokens(b *testing.B) {
 	}
 }
 
+// BenchmarkCompletionText200 is the same body with the 200-token text
+// prompt (configs/prompts/prompt_200.txt: its final newline is an escape),
+// as `llmlab bench` sends for text-prompt scenarios.
+func BenchmarkCompletionText200(b *testing.B) {
+	prompt, err := os.ReadFile("../../configs/prompts/prompt_200.txt")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]any{
+		"model": "m", "prompt": string(prompt), "max_tokens": 200, "stream": true, "ignore_eos": true,
+		"temperature": 0, "stream_options": map[string]bool{"include_usage": true},
+	})
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, e := Completion(body, lim); e != nil {
+			b.Fatal(e.Error.Message)
+		}
+	}
+}
+
 // FuzzDecoders holds decode's fast decoder to encoding/json: for any body,
 // both accept it or both refuse it, and what they accept decodes to the
 // same request, for both request types.
