@@ -169,6 +169,7 @@ func (c *conn) release(stop watch, keep bool) {
 func (c *conn) writeRequest(m *message) (err error) {
 	w := c.t.writers.Get().(*bufio.Writer)
 	w.Reset(&c.out)
+	c.out.sent = false
 	defer func() {
 		if err == nil && c.out.held != nil {
 			c.out.w = w // held bytes alias its buffer until they are sent
@@ -233,7 +234,7 @@ func (c *conn) writeRequest(m *message) (err error) {
 			return fmt.Errorf("body: %d bytes, want ContentLength %d", k, n)
 		}
 	}
-	c.out.hold = true
+	c.out.hold = !c.out.sent // a request is held whole or not at all
 	return w.Flush()
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSendWritesCall checks what Send puts on the wire: method, target,
@@ -176,4 +177,65 @@ func TestHeldBytesLargerThanTheSocket(t *testing.T) {
 			t.Fatalf("send %d: the worker read %s bytes, want %d", i, got, size)
 		}
 	}
+}
+
+// TestEarlyAnswerToALargeRequest: a worker that answers a request before
+// reading all of it (an early refusal) and keeps the connection open.
+// Part of the request went out before its end (it is larger than the
+// write buffer), so its last bytes are not held (wait.go): were they, the
+// answer's readiness, seen while the body was still being read, would be
+// reset when they are written, and the answer waited for forever. The
+// body holds its last bytes back until the answer has arrived.
+func TestEarlyAnswerToALargeRequest(t *testing.T) {
+	answered, done := make(chan struct{}, 1), make(chan struct{})
+	srv := newRawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 3\r\n\r\nbig")
+		answered <- struct{}{}
+		io.Copy(io.Discard, req.Body)
+		<-done // the connection stays open: nothing else will wake the client
+	})
+	t.Cleanup(func() { close(done) })
+	tr := newTransport(t, Config{WriteBufferSize: 512})
+	body := &gatedReader{first: strings.Repeat("x", 1000), rest: strings.Repeat("y", 100), gate: answered}
+	req, _ := http.NewRequest(http.MethodPost, srv.url(), body)
+	req.ContentLength = 1100
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := tr.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("%v (the early answer was not seen)", err)
+	}
+	if b := readBody(t, resp); resp.StatusCode != 413 || b != "big" {
+		t.Fatalf("%d %q", resp.StatusCode, b)
+	}
+}
+
+// gatedReader reads first, then waits for gate (and a moment for what
+// gate announces to reach the other end's poller), then reads rest.
+type gatedReader struct {
+	first, rest string
+	gate        chan struct{}
+}
+
+func (g *gatedReader) Read(p []byte) (int, error) {
+	if g.first != "" {
+		n := copy(p, g.first)
+		g.first = g.first[n:]
+		return n, nil
+	}
+	if g.gate != nil {
+		<-g.gate
+		g.gate = nil
+		time.Sleep(50 * time.Millisecond)
+	}
+	if g.rest == "" {
+		return 0, io.EOF
+	}
+	n := copy(p, g.rest)
+	g.rest = g.rest[n:]
+	return n, nil
 }

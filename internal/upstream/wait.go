@@ -19,14 +19,19 @@ import (
 //
 // What arrives before the request was written (a worker closing an idle
 // connection) is missed by the reset, but not lost: writing to a closed
-// connection brings a reset from the worker, which is an edge too.
+// connection brings a reset from the worker, which is an edge too. A
+// request too large for one buffer is not held at all (heldWriter).
 
 // heldWriter is the writer a request is buffered into: it passes writes
 // through, except the one flush it is told to hold, whose bytes (the
-// buffer's) wait in held for the first read of the answer.
+// buffer's) wait in held for the first read of the answer. Only a request
+// that is held whole is held: once part of it has gone out, the worker
+// may answer before the rest does (an early refusal), and that answer's
+// readiness would be reset and lost.
 type heldWriter struct {
 	c    *conn
 	hold bool          // hold the next write
+	sent bool          // part of this request went out already
 	held []byte        // bytes held: they alias w's buffer
 	w    *bufio.Writer // the pooled writer whose buffer held aliases
 }
@@ -36,6 +41,7 @@ func (h *heldWriter) Write(p []byte) (int, error) {
 		h.hold, h.held = false, p
 		return len(p), nil
 	}
+	h.sent = true
 	return h.c.nc.Write(p)
 }
 
