@@ -72,7 +72,6 @@ type place struct {
 	queued  time.Duration // waiting for a slot
 	held    time.Duration // waiting for a READY worker
 	granted time.Time     // when it held both
-	ctl     *control
 	// Storage for the request's other per-request state, so one
 	// allocation holds it all: admit's cold-start deadline, the plain
 	// relay's writer and the call to the worker with its fields.
@@ -95,7 +94,7 @@ func (p *place) done() {
 // ColdStartTimeout and by the client staying connected: a client that
 // leaves frees its place at once.
 func (s *Server) admit(r *http.Request, deadline time.Duration) (*place, error) {
-	p := &place{start: time.Now(), ctl: s.ctl}
+	p := &place{start: time.Now()}
 	load := s.ctl.load(deadline > 0 || s.set.DeadlineAdmission)
 	if err := s.ctl.policy.Check(p.start, load, deadline, s.ctl.tier() >= admission.TierShed); err != nil {
 		return nil, err

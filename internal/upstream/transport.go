@@ -27,11 +27,17 @@
 // bytes arrived, nor when it failed on a fresh connection, nor when its
 // context is done, nor when its body cannot be had again (no GetBody).
 //
-// Cancellation: the request's context is watched with context.AfterFunc
-// for the whole exchange (dial, write, waiting for headers, reading the
-// body); when it ends, the connection is closed, which aborts the blocked
-// I/O at once, and the error returned wraps context.Cause and ctx.Err().
-// The watch is stopped when the exchange ends.
+// Cancellation: the request's context is watched for the whole exchange
+// (write, waiting for headers, reading the body), through the context's
+// own abort hook when it has one (internal/http1's request contexts: see
+// watch in conn.go), else with context.AfterFunc; when it ends, the
+// connection is closed, which aborts the blocked I/O at once, and the
+// error returned wraps context.Cause and ctx.Err(). The watch is stopped
+// when the exchange ends.
+//
+// Waiting: a request's last bytes are written by the first read of its
+// answer, so that waiting for the answer costs no read that finds
+// nothing (wait.go).
 //
 // What it does not do is delegated to Config.Fallback (normally an
 // http.Transport): schemes other than http, request bodies of unknown
