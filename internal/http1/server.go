@@ -18,6 +18,10 @@
 //     that arrived with its headers never touches the connection's timers.
 //   - A response that fits in the buffer leaves in one write, with its
 //     Content-Length, as net/http's does, without sorting its headers.
+//   - A request's context offers one abort hook (OnDone/StopOnDone, hook.go)
+//     that the server fires whenever it ends the context; internal/upstream
+//     registers its connection abort there instead of context.AfterFunc
+//     (docs/results.md §13.6).
 //
 // TLS, HTTP/2, Hijack and trailers in responses are not served: the gateway
 // uses net/http for its TLS listener, and nothing in it hijacks or sends
