@@ -56,11 +56,10 @@ func readAll(r io.Reader, n int64) ([]byte, error) {
 // Header values set on every request, shared rather than allocated by
 // Header.Set each time; nothing modifies them.
 var (
-	sseContentType      = []string{"text/event-stream; charset=utf-8"}
-	noCache             = []string{"no-cache"}
-	noBuffering         = []string{"no"}
-	upstreamContentType = []string{"application/json"}
-	forwardedHeaders    = [...]string{"Accept", "Authorization", "X-Request-Id"} // canonical forms
+	sseContentType   = []string{"text/event-stream; charset=utf-8"}
+	noCache          = []string{"no-cache"}
+	noBuffering      = []string{"no"}
+	forwardedHeaders = [...]string{"Accept", "Authorization", "X-Request-Id"} // canonical forms
 )
 
 // place is an admitted request's hold: a dispatcher slot and a worker
@@ -178,24 +177,10 @@ func (s *Server) send(r *http.Request, p *place, path string, body []byte) (*htt
 // parsed, no header map, no body reader per request); any other URL goes
 // through an http.Request and the transport's fallback.
 func (s *Server) post(r *http.Request, p *place, path string, body []byte) (*http.Response, error) {
+	f := s.workerFields(r, p.fields[:0])
 	w := s.workerTarget(p.lease.URL)
 	if !w.plain {
-		return s.postRequest(r, p.lease.URL+path, body)
-	}
-	// Header values are shared, not copied: nothing here or in the
-	// transport changes them.
-	f := append(p.fields[:0], upstream.Field{Key: "Content-Type", Value: upstreamContentType[0]})
-	for _, h := range forwardedHeaders {
-		if v := r.Header[h]; len(v) > 0 && v[0] != "" {
-			if h == "Authorization" && s.workerAuth != nil {
-				continue
-			}
-			f = append(f, upstream.Field{Key: h, Value: v[0]})
-		}
-	}
-	if s.workerAuth != nil {
-		// The client's key is the gateway's; the worker has its own.
-		f = append(f, upstream.Field{Key: "Authorization", Value: s.workerAuth[0]})
+		return s.postRequest(r, p.lease.URL+path, f, body)
 	}
 	target := path
 	if w.prefix != "" {
@@ -205,21 +190,37 @@ func (s *Server) post(r *http.Request, p *place, path string, body []byte) (*htt
 	return s.upstream.Send(r.Context(), &p.call)
 }
 
+// workerFields appends to f the header fields sent to the worker: the
+// content type, the client's forwarded fields, and the worker's own key in
+// place of the client's. Values are shared, not copied: nothing here or
+// in the transport changes them.
+func (s *Server) workerFields(r *http.Request, f []upstream.Field) []upstream.Field {
+	f = append(f, upstream.Field{Key: "Content-Type", Value: "application/json"})
+	for _, h := range forwardedHeaders {
+		if h == "Authorization" && s.workerAuth != "" {
+			continue
+		}
+		if v := r.Header[h]; len(v) > 0 && v[0] != "" {
+			f = append(f, upstream.Field{Key: h, Value: v[0]})
+		}
+	}
+	if s.workerAuth != "" {
+		// The client's key is the gateway's; the worker has its own.
+		f = append(f, upstream.Field{Key: "Authorization", Value: s.workerAuth})
+	}
+	return f
+}
+
 // postRequest is post for a worker URL that Send does not take (https):
-// an http.Request, which the transport hands to its fallback.
-func (s *Server) postRequest(r *http.Request, url string, body []byte) (*http.Response, error) {
+// an http.Request with fields f, which the transport hands to its
+// fallback.
+func (s *Server) postRequest(r *http.Request, url string, f []upstream.Field, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, badRequest(http.StatusInternalServerError, "internal", "build upstream request: %v", err)
 	}
-	req.Header["Content-Type"] = upstreamContentType
-	for _, h := range forwardedHeaders {
-		if v := r.Header[h]; len(v) > 0 && v[0] != "" {
-			req.Header[h] = v[:1]
-		}
-	}
-	if s.workerAuth != nil {
-		req.Header["Authorization"] = s.workerAuth
+	for _, x := range f {
+		req.Header[x.Key] = []string{x.Value}
 	}
 	return s.upstream.RoundTrip(req)
 }

@@ -51,8 +51,8 @@ type Server struct {
 	// Transport's goroutine hand-offs dominated the gateway's CPU.
 	upstream *upstream.Transport
 	// workerAuth is the Authorization value sent to the worker in place
-	// of the client's (worker_api_key); nil passes the client's on.
-	workerAuth []string
+	// of the client's (worker_api_key); empty passes the client's on.
+	workerAuth string
 	// target is the worker URL last taken apart for upstream.Send.
 	target  atomic.Pointer[workerTarget]
 	started time.Time
@@ -175,7 +175,7 @@ func New(set Settings, prof profile.Profile, opt Options) (*Server, error) {
 	}
 	s.backend = sup
 	if set.WorkerAPIKey != "" {
-		s.workerAuth = []string{"Bearer " + set.WorkerAPIKey}
+		s.workerAuth = "Bearer " + set.WorkerAPIKey
 	}
 	if s.obs, err = newObservatory(m, opt.SLO); err != nil {
 		return nil, err

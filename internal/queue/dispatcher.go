@@ -34,7 +34,7 @@ type Dispatcher struct {
 
 // Place is one request's hold on a dispatcher. Its storage is the
 // caller's (a request embeds it, so holding a place allocates nothing);
-// the zero value is ready for Acquire, and a Place may be used again once
+// the zero value is ready for AcquirePlace, and a Place may be used again once
 // released.
 type Place struct {
 	d          *Dispatcher
@@ -60,21 +60,10 @@ func NewDispatcher(q Queue, maxInFlight int, onChange func(depth, inFlight int))
 	return d
 }
 
-// Acquire blocks until the caller holds a place (release must be called
-// once; further calls do nothing), the queue is full (ErrFull, at once),
-// or ctx is done. It returns how long the caller waited.
-func (d *Dispatcher) Acquire(ctx context.Context) (release func(), waited time.Duration, err error) {
-	p := new(Place)
-	waited, err = d.AcquirePlace(ctx, p)
-	if err != nil {
-		return nil, waited, err
-	}
-	return p.Release, waited, nil
-}
-
-// AcquirePlace is Acquire into the caller's storage: on success p holds
-// the place until p.Release. A queued caller whose ctx ends is removed and
-// its place in line freed.
+// AcquirePlace blocks until p holds a place (until p.Release), the queue
+// is full (ErrFull, at once), or ctx is done; it returns how long the
+// caller waited. p is the caller's storage. A queued caller whose ctx
+// ends is removed and its place in line freed.
 func (d *Dispatcher) AcquirePlace(ctx context.Context, p *Place) (waited time.Duration, err error) {
 	p.d = d
 	p.granted.Store(0)

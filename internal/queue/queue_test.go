@@ -13,6 +13,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// acquire takes a place in storage of its own and returns its Release.
+func acquire(d *Dispatcher, ctx context.Context) (release func(), waited time.Duration, err error) {
+	p := new(Place)
+	if waited, err = d.AcquirePlace(ctx, p); err != nil {
+		return nil, waited, err
+	}
+	return p.Release, waited, nil
+}
+
 func TestMemoryFIFOAndBound(t *testing.T) {
 	q := NewMemory(2)
 	a, b, c := NewTicket(), NewTicket(), NewTicket()
@@ -44,7 +53,7 @@ func TestMemoryFIFOAndBound(t *testing.T) {
 
 func TestDispatcherLimitsAndOrder(t *testing.T) {
 	d := NewDispatcher(NewMemory(10), 1, nil)
-	rel, _, err := d.Acquire(context.Background())
+	rel, _, err := acquire(d, context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +66,7 @@ func TestDispatcherLimitsAndOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, _, err := d.Acquire(context.Background())
+			r, _, err := acquire(d, context.Background())
 			if err != nil {
 				t.Error(err)
 				return
@@ -88,14 +97,14 @@ func TestDispatcherLimitsAndOrder(t *testing.T) {
 
 func TestDispatcherFull(t *testing.T) {
 	d := NewDispatcher(NewMemory(1), 1, nil)
-	rel, _, _ := d.Acquire(context.Background())
+	rel, _, _ := acquire(d, context.Background())
 	defer rel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { _, _, err := d.Acquire(ctx); done <- err }()
+	go func() { _, _, err := acquire(d, ctx); done <- err }()
 	testsupport.WaitFor(t, 0, func() bool { depth, _ := d.Stats(); return depth == 1 })
-	if _, _, err := d.Acquire(context.Background()); !errors.Is(err, ErrFull) {
+	if _, _, err := acquire(d, context.Background()); !errors.Is(err, ErrFull) {
 		t.Fatalf("got %v, want ErrFull", err)
 	}
 	cancel()
@@ -106,10 +115,10 @@ func TestDispatcherFull(t *testing.T) {
 
 func TestDispatcherCancelFreesPlace(t *testing.T) {
 	d := NewDispatcher(NewMemory(1), 1, nil)
-	rel, _, _ := d.Acquire(context.Background())
+	rel, _, _ := acquire(d, context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { _, _, err := d.Acquire(ctx); done <- err }()
+	go func() { _, _, err := acquire(d, ctx); done <- err }()
 	testsupport.WaitFor(t, 0, func() bool { depth, _ := d.Stats(); return depth == 1 })
 	cancel()
 	<-done
@@ -119,7 +128,7 @@ func TestDispatcherCancelFreesPlace(t *testing.T) {
 	// The freed place in line is usable, and the slot passes to the new waiter.
 	got := make(chan func(), 1)
 	go func() {
-		r, _, err := d.Acquire(context.Background())
+		r, _, err := acquire(d, context.Background())
 		if err != nil {
 			t.Error(err)
 		}
@@ -158,7 +167,7 @@ func TestDispatcherStress(t *testing.T) {
 			if i%2 == 0 {
 				ctx = context.Background()
 			}
-			r, _, err := d.Acquire(ctx)
+			r, _, err := acquire(d, ctx)
 			if err != nil {
 				return
 			}
@@ -177,12 +186,12 @@ func TestDispatcherStress(t *testing.T) {
 
 func TestDispatcherSetMaxInFlight(t *testing.T) {
 	d := NewDispatcher(NewMemory(10), 2, nil)
-	r1, _, _ := d.Acquire(context.Background())
-	r2, _, _ := d.Acquire(context.Background())
+	r1, _, _ := acquire(d, context.Background())
+	r2, _, _ := acquire(d, context.Background())
 	got := make(chan func(), 3)
 	for range 3 {
 		go func() {
-			r, _, err := d.Acquire(context.Background())
+			r, _, err := acquire(d, context.Background())
 			if err != nil {
 				t.Error(err)
 			}
