@@ -538,62 +538,19 @@ func (d *fastDecoder) intList(dst *[]int) bool {
 }
 
 // tokenIDs reads the rest of a non-empty list of integers (after its '['),
-// each as integer reads it; null, an empty list or anything else is not
-// handled. It is the bulk of a benchmark body, hence its own tight loop.
+// as parseIntList (Prompt's own parser) reads one; null, an empty list or
+// anything else is not handled. Its end is the first ']' when it is a list
+// the decoder handles.
 func (d *fastDecoder) tokenIDs() ([]int, bool) {
-	b, i := d.b, d.i
-	// Sized by the commas up to the first ']': that is the list's end
-	// when the list is one the decoder handles.
-	end := bytes.IndexByte(b[i:], ']')
-	if end < 0 || strconv.IntSize < 64 {
+	end := bytes.IndexByte(d.b[d.i:], ']')
+	if end < 0 {
 		return nil, false
 	}
-	ids := make([]int, 0, bytes.Count(b[i:i+end], []byte{','})+1)
-	for {
-		for i < len(b) && isSpace(b[i]) {
-			i++
-		}
-		neg := i < len(b) && b[i] == '-'
-		if neg {
-			i++
-		}
-		start := i
-		var u uint64
-		for ; i < len(b); i++ {
-			c := b[i] - '0'
-			if c > 9 {
-				break
-			}
-			u = u*10 + uint64(c)
-		}
-		switch n := i - start; {
-		case n == 0, n > 1 && b[start] == '0', n > 19:
-			return nil, false
-		case neg && u > 1<<63, !neg && u > 1<<63-1:
-			return nil, false
-		case neg:
-			ids = append(ids, int(-u))
-		default:
-			ids = append(ids, int(u))
-		}
-		// A fraction or exponent fails here too: only ',' or ']' may
-		// follow, after whitespace.
-		for i < len(b) && isSpace(b[i]) {
-			i++
-		}
-		if i >= len(b) {
-			return nil, false
-		}
-		switch b[i] {
-		case ',':
-			i++
-		case ']':
-			d.i = i + 1
-			return ids, true
-		default:
-			return nil, false
-		}
+	ids, ok := parseIntList(d.b[d.i-1 : d.i+end+1])
+	if ok {
+		d.i += end + 1
 	}
+	return ids, ok
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

@@ -433,22 +433,26 @@ func parseIntList(b []byte) (ids []int, ok bool) {
 			i++
 		}
 		digits := i
-		v := 0
+		var u uint64 // 19 digits cannot overflow it
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			d := int(b[i] - '0')
-			if v > (math.MaxInt-d)/10 {
-				return nil, false // overflow: the slow path reports it
-			}
-			v = v*10 + d
+			u = u*10 + uint64(b[i]-'0')
 			i++
 		}
-		if i == digits || (b[digits] == '0' && i-digits > 1) {
-			return nil, false // no digits, or a leading zero
+		// Bounded by the int's limit on this side of zero, so
+		// math.MinInt reads as encoding/json reads it; past it the slow
+		// path reports the overflow.
+		limit := uint64(math.MaxInt)
+		if neg {
+			limit++
+		}
+		if n := i - digits; n == 0 || n > 19 || u > limit || (b[digits] == '0' && n > 1) {
+			return nil, false // no digits, a leading zero, or overflow
 		}
 		if neg {
-			v = -v
+			ids = append(ids, int(-u))
+		} else {
+			ids = append(ids, int(u))
 		}
-		ids = append(ids, v)
 		i = skipSpace(b, i)
 		if i >= len(b) {
 			return nil, false
