@@ -179,27 +179,30 @@ func (c *countedConn) CloseWrite() error {
 type deadlines struct{ w http.ResponseWriter }
 
 func (d deadlines) SetReadDeadline(t time.Time) error {
-	for w := d.w; ; {
-		switch x := w.(type) {
-		case interface{ SetReadDeadline(time.Time) error }:
-			return x.SetReadDeadline(t)
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = x.Unwrap()
-		default:
-			return fmt.Errorf("set read deadline: %w", http.ErrNotSupported)
-		}
+	if c, ok := unwrapTo[interface{ SetReadDeadline(time.Time) error }](d.w); ok {
+		return c.SetReadDeadline(t)
 	}
+	return fmt.Errorf("set read deadline: %w", http.ErrNotSupported)
 }
 
 func (d deadlines) SetWriteDeadline(t time.Time) error {
-	for w := d.w; ; {
-		switch x := w.(type) {
-		case interface{ SetWriteDeadline(time.Time) error }:
-			return x.SetWriteDeadline(t)
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = x.Unwrap()
-		default:
-			return fmt.Errorf("set write deadline: %w", http.ErrNotSupported)
+	if c, ok := unwrapTo[interface{ SetWriteDeadline(time.Time) error }](d.w); ok {
+		return c.SetWriteDeadline(t)
+	}
+	return fmt.Errorf("set write deadline: %w", http.ErrNotSupported)
+}
+
+// unwrapTo finds the first writer in w's Unwrap chain that is a T.
+func unwrapTo[T any](w http.ResponseWriter) (T, bool) {
+	for {
+		if c, ok := w.(T); ok {
+			return c, true
 		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			var zero T
+			return zero, false
+		}
+		w = u.Unwrap()
 	}
 }
