@@ -378,8 +378,9 @@ func TestStalledClientIsCutOff(t *testing.T) {
 			stalledClient(t, gw, "/v1/completions", tc.body)
 			testsupport.WaitFor(t, 0, func() bool { _, in := s.disp.Stats(); return in == 1 })
 			// The timeout counts from the last write that made progress, so
-			// allow for filling the socket buffers before the stall.
-			testsupport.WaitFor(t, 0, func() bool { _, in := s.disp.Stats(); return in == 0 })
+			// allow for filling the socket buffers before the stall (some 4
+			// MB on loopback: seconds under -race on a busy machine).
+			testsupport.WaitFor(t, 30*time.Second, func() bool { _, in := s.disp.Stats(); return in == 0 })
 			testsupport.WaitFor(t, 0, func() bool { return f.running.Load() == 0 && f.cancelled.Load() == 1 })
 			resp, err := http.Get(gw + "/metrics")
 			if err != nil {

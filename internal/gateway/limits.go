@@ -192,6 +192,25 @@ func (d deadlines) SetWriteDeadline(t time.Time) error {
 	return fmt.Errorf("set write deadline: %w", http.ErrNotSupported)
 }
 
+// Flush flushes the response as http.ResponseController does (the first
+// writer in the Unwrap chain that can flush), without its allocation.
+func (d deadlines) Flush() error {
+	w := d.w
+	for {
+		switch f := w.(type) {
+		case interface{ FlushError() error }:
+			return f.FlushError()
+		case http.Flusher:
+			f.Flush()
+			return nil
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = f.Unwrap()
+		default:
+			return fmt.Errorf("flush: %w", http.ErrNotSupported)
+		}
+	}
+}
+
 // unwrapTo finds the first writer in w's Unwrap chain that is a T.
 func unwrapTo[T any](w http.ResponseWriter) (T, bool) {
 	for {

@@ -76,6 +76,7 @@ type place struct {
 	// relay's writer and the call to the worker with its fields.
 	wait   lazyDeadline
 	out    deadlineWriter
+	sse    sseRelay
 	call   upstream.Call
 	fields [len(forwardedHeaders) + 1]upstream.Field
 }
@@ -273,7 +274,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, b
 	}
 	defer resp.Body.Close()
 	if req.Stream && resp.StatusCode == http.StatusOK {
-		s.relayStream(w, r, resp, route, p.start)
+		s.relayStream(w, r, resp, route, p.start, &p.sse)
 	} else {
 		s.relayPlain(w, resp, route, &p.out)
 	}
@@ -290,7 +291,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, route string, b
 // flush after the handler returns; net/http clears it before the
 // connection's next request.
 type streamDeadline struct {
-	rc      *http.ResponseController
+	rc      deadlines
 	timeout time.Duration
 	until   time.Time // the deadline armed last
 }
@@ -401,101 +402,192 @@ func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route st
 }
 
 // relayStream copies an event stream event by event. Each complete event is
-// written as soon as it is read, and the client connection is flushed
+// written as soon as it has arrived, and the client connection is flushed
 // whenever nothing more has already arrived from the worker: a lone token
 // goes out at once, while tokens that arrive together (a busy batch) share
-// one flush and one system call. An incomplete event is never forwarded. If
-// the worker's stream breaks, the client gets an error event and [DONE] (the
-// shape vLLM uses for errors after a stream began) instead of a hang or a
-// silent cut.
-func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.Response, route string, arrived time.Time) {
+// one flush and one system call; the head waits for the first flush too,
+// so an event that came with the worker's head goes out with it. An
+// incomplete event is never forwarded. If the worker's stream breaks, the
+// client gets an error event and [DONE] (the shape vLLM uses for errors
+// after a stream began) instead of a hang or a silent cut. The worker's
+// body is pushed through upstream's Stream, which reads it without a read
+// that finds nothing before each wait (upstream/stream.go).
+func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.Response, route string, arrived time.Time, e *sseRelay) {
 	h := w.Header()
 	h["Content-Type"], h["Cache-Control"], h["X-Accel-Buffering"] = sseContentType, noCache, noBuffering
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	dl := streamDeadline{rc: rc, timeout: s.set.StreamWriteTimeout}
-	dl.renew()
-	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		s.clientFailed(err, route)
+	*e = sseRelay{s: s, w: w, route: route, arrived: arrived, first: true, unflushed: true,
+		dl: streamDeadline{rc: deadlines{w}, timeout: s.set.StreamWriteTimeout}}
+	e.dl.renew()
+	err := upstream.StreamBody(resp.Body, e.deliver, e.idle)
+	if err == nil || e.werr != nil {
+		if err == nil && e.unflushed {
+			e.werr = e.flush()
+		}
+		e.pend, e.scratch = nil, nil
+		if e.werr != nil {
+			// The client is gone or stalled; the upstream exchange was
+			// closed, which the worker sees as a disconnect.
+			s.clientFailed(e.werr, route)
+			return
+		}
+		if e.done {
+			return
+		}
+		err = io.ErrUnexpectedEOF // the stream ended without [DONE]
+	}
+	if clientGone(r) {
+		s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
 		return
 	}
+	if errors.Is(context.Cause(r.Context()), errShutdown) {
+		err = errShutdown
+	}
+	s.metrics.Errors.WithLabelValues("stream_interrupted", "200").Inc()
+	s.log.Warn("worker stream broke", "route", route, "error", err)
+	sw := openai.NewSSEWriter(w)
+	ev := openai.NewError(http.StatusBadGateway, fmt.Sprintf("worker stream interrupted: %v", err))
+	if errors.Is(err, errShutdown) {
+		// Not the worker's fault: the same request elsewhere, or
+		// here after a restart, would succeed.
+		ev = openai.NewError(http.StatusServiceUnavailable, fmt.Sprintf("stream ended: %v before it finished; retry after %d s", err, shutdownRetryAfter))
+	}
+	_ = sw.WriteJSON(ev)
+	_ = sw.WriteDone()
+}
 
-	br := s.readers.Get().(*bufio.Reader)
-	br.Reset(resp.Body)
-	defer func() { br.Reset(nil); s.readers.Put(br) }()
-	var event []byte // the event being assembled, up to its blank line
-	// unflushed: events written since the last flush. The write deadline
-	// is renewed (when due) before the first write after the previous
-	// flush: it then bounds that batch's writes and its flush together. A
-	// batch is at most what the reader already holds (32 KiB), so a client
-	// that stops reading is still cut off within StreamWriteTimeout of the
-	// last write it took.
-	first, done, unflushed := true, false, false
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 && err != bufio.ErrBufferFull && isBlank(line) {
-			if len(event) > 0 {
-				event = append(event, '\n')
-				if !unflushed {
-					dl.renew()
-				}
-				if _, werr := w.Write(event); werr != nil {
-					// The client is gone or stalled; returning closes the
-					// upstream body, which the worker sees as a disconnect.
-					s.clientFailed(werr, route)
-					return
-				}
-				unflushed = true
-				if first {
-					first = false
-					s.metrics.TTFT.WithLabelValues(route).Observe(time.Since(arrived).Seconds())
-				}
-				if bytes.Equal(bytes.TrimSpace(event), []byte("data: [DONE]")) {
-					done = true
-				}
-				event = event[:0]
-			}
-		} else {
-			event = append(event, line...)
+// sseRelay is a relayed stream's state: it cuts the body bytes upstream
+// delivers into events and writes them to the client.
+type sseRelay struct {
+	s       *Server
+	w       http.ResponseWriter
+	dl      streamDeadline
+	route   string
+	arrived time.Time
+	// pend holds the start of an event whose end has not arrived yet
+	// (the rest of a piece after its last complete event).
+	pend []byte
+	// unflushed: the head or events were written since the last flush.
+	// The write deadline is renewed (when due) before the first write
+	// after a flush: it then bounds that batch's writes and its flush
+	// together. A batch is at most what one read brought (16 KiB), so a
+	// client that stops reading is still cut off within
+	// StreamWriteTimeout of the last write it took.
+	first, done, unflushed bool
+	werr                   error  // the client's write or flush failure
+	scratch                []byte // an event rewritten to end in "\n"
+}
+
+// deliver takes a piece of the body. A piece that continues a pending
+// event is appended to it (events rarely span pieces: a worker writes
+// each in one chunk); otherwise the piece's complete events are written
+// from the piece itself.
+func (e *sseRelay) deliver(p []byte) error {
+	if len(e.pend) == 0 {
+		rest, err := e.events(p)
+		if err == nil && len(rest) > 0 {
+			e.pend = append(e.pend, rest...)
 		}
-		if err == nil && br.Buffered() > 0 {
-			continue // more is here already: send it with the same flush
+		return err
+	}
+	e.pend = append(e.pend, p...)
+	rest, err := e.events(e.pend)
+	if err == nil {
+		e.pend = e.pend[:copy(e.pend, rest)]
+	}
+	return err
+}
+
+// events writes the complete events in q, each ended by a blank line,
+// which is written as one "\n"; blank lines outside events are dropped.
+// Events that lie back to back in q, as a batch does, go out in one write
+// (q[run:start] is always such a run). It returns the incomplete rest.
+func (e *sseRelay) events(q []byte) ([]byte, error) {
+	run, start := 0, 0 // start: where the event being read begins
+	for i := start; ; {
+		j := bytes.IndexByte(q[i:], '\n')
+		if j < 0 {
+			break
 		}
-		if unflushed {
-			if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
-				s.clientFailed(ferr, route)
-				return
-			}
-			unflushed = false
-		}
-		if err == nil || err == bufio.ErrBufferFull {
+		line, next := q[i:i+j+1], i+j+1
+		if !isBlank(line) {
+			i = next
 			continue
 		}
-		if errors.Is(err, io.EOF) && done {
-			return
+		switch {
+		case i > start && line[0] == '\n': // the run grows by this event
+			e.checkDone(q[start:i])
+		case i > start: // a "\r\n" blank line: the event goes out with "\n"
+			e.checkDone(q[start:i])
+			if err := e.write(q[run:start]); err != nil {
+				return nil, err
+			}
+			e.scratch = append(append(e.scratch[:0], q[start:i]...), '\n')
+			if err := e.write(e.scratch); err != nil {
+				return nil, err
+			}
+			run = next
+		default: // a blank line outside an event is dropped
+			if err := e.write(q[run:start]); err != nil {
+				return nil, err
+			}
+			run = next
 		}
-		if clientGone(r) {
-			s.metrics.Errors.WithLabelValues("client_disconnect", "499").Inc()
-			return
-		}
-		if errors.Is(context.Cause(r.Context()), errShutdown) {
-			err = errShutdown
-		} else if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF // the stream ended without [DONE]
-		}
-		s.metrics.Errors.WithLabelValues("stream_interrupted", "200").Inc()
-		s.log.Warn("worker stream broke", "route", route, "error", err)
-		sw := openai.NewSSEWriter(w)
-		ev := openai.NewError(http.StatusBadGateway, fmt.Sprintf("worker stream interrupted: %v", err))
-		if errors.Is(err, errShutdown) {
-			// Not the worker's fault: the same request elsewhere, or
-			// here after a restart, would succeed.
-			ev = openai.NewError(http.StatusServiceUnavailable, fmt.Sprintf("stream ended: %v before it finished; retry after %d s", err, shutdownRetryAfter))
-		}
-		_ = sw.WriteJSON(ev)
-		_ = sw.WriteDone()
-		return
+		start, i = next, next
 	}
+	if err := e.write(q[run:start]); err != nil {
+		return nil, err
+	}
+	return q[start:], nil
+}
+
+var doneEvent = []byte("data: [DONE]")
+
+func (e *sseRelay) checkDone(event []byte) {
+	if bytes.Equal(bytes.TrimSpace(event), doneEvent) {
+		e.done = true
+	}
+}
+
+// write sends complete events to the client, renewing the write deadline
+// (when due) before the first write after a flush.
+func (e *sseRelay) write(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if !e.unflushed {
+		e.dl.renew()
+	}
+	if _, err := e.w.Write(p); err != nil {
+		e.werr = err
+		return err
+	}
+	e.unflushed = true
+	if e.first {
+		e.first = false
+		e.s.metrics.TTFT.WithLabelValues(e.route).Observe(time.Since(e.arrived).Seconds())
+	}
+	return nil
+}
+
+// idle flushes what was written: nothing more has arrived from the worker.
+func (e *sseRelay) idle() error {
+	if !e.unflushed {
+		return nil
+	}
+	if err := e.flush(); err != nil {
+		e.werr = err
+		return err
+	}
+	return nil
+}
+
+func (e *sseRelay) flush() error {
+	e.unflushed = false
+	if err := e.dl.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 func isBlank(line []byte) bool {

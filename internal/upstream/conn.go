@@ -38,11 +38,24 @@ type conn struct {
 	rd  connReader
 	raw syscall.RawConn
 	op  rawOp
+	// A streamed body's chunk decoder and read loop (stream.go).
+	dechunk httpwire.Dechunker
+	stream  streamOp
 }
 
-// abort closes the connection, unblocking any I/O on it; the context watch
-// calls it.
-func (c *conn) abort() { c.nc.Close() }
+// abort unblocks any I/O on the connection; the context watch calls it.
+// It shuts the socket down, which wakes every wait on it as Close does and
+// sends the worker its FIN, but unlike Close does not wait for a read in
+// progress to end: the watch may run inside one, in the same goroutine (a
+// relay's client write failing inside Stream's RawConn.Read callback ends
+// the request's context there), and Close would wait for itself. Whoever
+// ends the exchange closes the connection after.
+func (c *conn) abort() {
+	if rawStreaming && c.raw != nil && c.raw.Control(shutdown) == nil {
+		return
+	}
+	c.nc.Close()
+}
 
 // close closes the connection; recycle returns its read buffer to the
 // pool, which only the goroutine that owns it may ask for (never while a
@@ -328,6 +341,8 @@ type respBody struct {
 	stop watch         // the context watch
 	keep bool
 	ctx  context.Context
+	// began: Read was called, so Stream cannot take over the framing.
+	began bool
 	// state: 0 reading, 1 read to EOF, 2 closed or failed. Close may run
 	// while a Read is blocked; the swap from 0 decides who ends the
 	// exchange.
@@ -343,6 +358,7 @@ func (b *respBody) Read(p []byte) (int, error) {
 	case 2:
 		return 0, errBodyClosed
 	}
+	b.began = true
 	n, err := b.rc.Read(p)
 	if err == nil {
 		return n, nil

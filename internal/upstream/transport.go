@@ -117,6 +117,9 @@ type Transport struct {
 
 	readers sync.Pool // *bufio.Reader of ReadBufferSize, one per live connection
 	writers sync.Pool // *bufio.Writer of WriteBufferSize, one per request being written
+	// streamBufs are *[]byte of streamBufferSize, one per body being
+	// streamed (stream.go).
+	streamBufs sync.Pool
 
 	mu   sync.Mutex
 	idle map[string]*hostPool // by host:port
@@ -156,6 +159,7 @@ func New(cfg Config) *Transport {
 	}
 	t.readers.New = func() any { return bufio.NewReaderSize(nil, cfg.ReadBufferSize) }
 	t.writers.New = func() any { return bufio.NewWriterSize(nil, cfg.WriteBufferSize) }
+	t.streamBufs.New = func() any { b := make([]byte, streamBufferSize); return &b }
 	return t
 }
 
