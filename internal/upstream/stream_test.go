@@ -58,7 +58,9 @@ func piecesServer(t *testing.T, pause time.Duration, answers ...[]string) *rawSe
 
 // streamAll streams resp's body, returning what was delivered and how
 // often idle ran.
-func streamAll(resp interface{ Stream(func([]byte) error, func() error) error }) (string, int, error) {
+func streamAll(resp interface {
+	Stream(func([]byte) error, func() error) error
+}) (string, int, error) {
 	var got strings.Builder
 	idles := 0
 	err := resp.Stream(func(p []byte) error { got.Write(p); return nil }, func() error { idles++; return nil })
