@@ -417,14 +417,13 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 	h["Content-Type"], h["Cache-Control"], h["X-Accel-Buffering"] = sseContentType, noCache, noBuffering
 	w.WriteHeader(http.StatusOK)
 	*e = sseRelay{s: s, w: w, route: route, arrived: arrived, first: true, unflushed: true,
-		dl: streamDeadline{rc: deadlines{w}, timeout: s.set.StreamWriteTimeout}}
+		dl: streamDeadline{rc: deadlines{w}, timeout: s.set.StreamWriteTimeout}, limit: maxEventBytes}
 	e.dl.renew()
 	err := upstream.StreamBody(resp.Body, e.deliver, e.idle)
 	if err == nil || e.werr != nil {
 		if err == nil && e.unflushed {
 			e.werr = e.flush()
 		}
-		e.pend, e.scratch = nil, nil
 		if e.werr != nil {
 			// The client is gone or stalled; the upstream exchange was
 			// closed, which the worker sees as a disconnect.
@@ -456,6 +455,15 @@ func (s *Server) relayStream(w http.ResponseWriter, r *http.Request, resp *http.
 	_ = sw.WriteDone()
 }
 
+// maxEventBytes bounds one event of a worker's stream (vLLM's largest are
+// a few hundred KiB: a token with many logprobs): a worker that never ends
+// an event cannot grow the gateway's memory without bound.
+const maxEventBytes = 16 << 20
+
+// errEventTooLarge ends a stream whose worker sent an event past
+// maxEventBytes; the client gets the usual error event.
+var errEventTooLarge = fmt.Errorf("an event longer than %d bytes", maxEventBytes)
+
 // sseRelay is a relayed stream's state: it cuts the body bytes upstream
 // delivers into events and writes them to the client.
 type sseRelay struct {
@@ -465,8 +473,10 @@ type sseRelay struct {
 	route   string
 	arrived time.Time
 	// pend holds the start of an event whose end has not arrived yet
-	// (the rest of a piece after its last complete event).
-	pend []byte
+	// (the rest of a piece after its last complete event), at most limit
+	// bytes.
+	pend  []byte
+	limit int
 	// unflushed: the head or events were written since the last flush.
 	// The write deadline is renewed (when due) before the first write
 	// after a flush: it then bounds that batch's writes and its flush
@@ -486,6 +496,9 @@ func (e *sseRelay) deliver(p []byte) error {
 	if len(e.pend) == 0 {
 		rest, err := e.events(p)
 		if err == nil && len(rest) > 0 {
+			if len(rest) > e.limit {
+				return errEventTooLarge
+			}
 			e.pend = append(e.pend, rest...)
 		}
 		return err
@@ -494,6 +507,9 @@ func (e *sseRelay) deliver(p []byte) error {
 	rest, err := e.events(e.pend)
 	if err == nil {
 		e.pend = e.pend[:copy(e.pend, rest)]
+	}
+	if len(e.pend) > e.limit {
+		return errEventTooLarge
 	}
 	return err
 }
