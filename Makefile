@@ -36,6 +36,7 @@ fuzz:
 	$(call fuzz1,FuzzHandler,20000x,internal/sim/server)
 	$(call fuzz1,FuzzPromptTokenList,150000x,internal/openai)
 	$(call fuzz1,FuzzParseHeader,200000x,internal/httpwire)
+	$(call fuzz1,FuzzDechunker,100000x,internal/httpwire)
 	$(call fuzz1,FuzzReadResponse,100000x,internal/upstream)
 
 lint:
