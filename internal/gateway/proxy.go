@@ -403,9 +403,9 @@ func (s *Server) relayPlain(w http.ResponseWriter, resp *http.Response, route st
 
 // relayStream copies an event stream event by event. Each complete event is
 // written as soon as it has arrived, and the client connection is flushed
-// whenever nothing more has already arrived from the worker: a lone token
-// goes out at once, while tokens that arrive together (a busy batch) share
-// one flush and one system call; the head waits for the first flush too,
+// after each read of the worker's socket: a lone token goes out at once,
+// while tokens that arrive together (a busy batch, up to 16 KiB) share one
+// flush and one system call; the head waits for the first flush too,
 // so an event that came with the worker's head goes out with it. An
 // incomplete event is never forwarded. If the worker's stream breaks, the
 // client gets an error event and [DONE] (the shape vLLM uses for errors
@@ -480,9 +480,10 @@ type sseRelay struct {
 	// unflushed: the head or events were written since the last flush.
 	// The write deadline is renewed (when due) before the first write
 	// after a flush: it then bounds that batch's writes and its flush
-	// together. A batch is at most what one read brought (16 KiB), so a
-	// client that stops reading is still cut off within
-	// StreamWriteTimeout of the last write it took.
+	// together. A batch is at most what one read brought (16 KiB:
+	// upstream runs idle after each read), so a client that stops reading
+	// is still cut off within StreamWriteTimeout of the last write it
+	// took, and one that reads slowly but steadily is not.
 	first, done, unflushed bool
 	werr                   error  // the client's write or flush failure
 	scratch                []byte // an event rewritten to end in "\n"
@@ -520,7 +521,7 @@ func (e *sseRelay) deliver(p []byte) error {
 // (q[run:start] is always such a run). It returns the incomplete rest.
 func (e *sseRelay) events(q []byte) ([]byte, error) {
 	run, start := 0, 0 // start: where the event being read begins
-	for i := start; ; {
+	for i := 0; ; {
 		j := bytes.IndexByte(q[i:], '\n')
 		if j < 0 {
 			break
@@ -586,7 +587,7 @@ func (e *sseRelay) write(p []byte) error {
 	return nil
 }
 
-// idle flushes what was written: nothing more has arrived from the worker.
+// idle flushes what was written: what one read of the worker brought.
 func (e *sseRelay) idle() error {
 	if !e.unflushed {
 		return nil

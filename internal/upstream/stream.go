@@ -34,9 +34,9 @@ const streamBufferSize = 16 << 10
 
 // Streamer is a response body that can push itself to a relay: Stream
 // calls deliver with each run of body bytes as it arrives (the bytes are
-// reused once deliver returns) and idle whenever all that arrived has
-// been delivered and it is about to wait for more (a relay flushes its
-// client there). It returns nil at the body's end; deliver's or idle's
+// reused once deliver returns) and idle after the bytes of each read were
+// delivered, before it reads or waits for more (a relay flushes its
+// client there, so a batch is at most one read's bytes). It returns nil at the body's end; deliver's or idle's
 // error as it is, which ends the exchange as Close does; or the error
 // that ended reading, as Read would return it. The exchange ends with
 // Stream as it ends with a Read to EOF or a Close.
@@ -144,6 +144,11 @@ func (b *respBody) Stream(deliver func([]byte) error, idle func() error) error {
 		p, _ := c.br.Peek(k)
 		done, extra, err := f.feed(p, deliver)
 		_, _ = c.br.Discard(k)
+		if err == nil && !done {
+			if ierr := idle(); ierr != nil {
+				err = &callerError{ierr}
+			}
+		}
 		if err != nil || done {
 			return b.streamEnd(done, extra, false, err)
 		}

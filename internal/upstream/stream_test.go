@@ -344,3 +344,29 @@ func TestStreamAbortedFromInsideDeliver(t *testing.T) {
 		t.Fatal("the server did not see the disconnect")
 	}
 }
+
+// TestStreamBatchesAreOneRead: a body that arrives faster than it is read
+// (here, all at once) still gets idle after every buffer's worth, so a
+// relay's flush, and the write deadline it renews, cover at most one read.
+func TestStreamBatchesAreOneRead(t *testing.T) {
+	big := strings.Repeat("data: x\n\n", 20000) // 180 KB
+	srv := piecesServer(t, 0, []string{streamHead + chunk(big) + "0\r\n\r\n"})
+	tr := newTransport(t, Config{})
+	resp, err := tr.Send(context.Background(), &Call{Method: "POST", Addr: srv.ln.Addr().String(), Target: "/", Body: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total, since, most := 0, 0, 0
+	err = streamer(t, resp.Body).Stream(func(p []byte) error {
+		total += len(p)
+		since += len(p)
+		most = max(most, since)
+		return nil
+	}, func() error { since = 0; return nil })
+	if err != nil || total != len(big) {
+		t.Fatalf("streamed %d of %d bytes: %v", total, len(big), err)
+	}
+	if most > streamBufferSize {
+		t.Fatalf("%d bytes delivered between two idles, want at most one read (%d)", most, streamBufferSize)
+	}
+}

@@ -38,7 +38,7 @@ func (o *streamOp) step(fd uintptr) bool {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			return o.pause()
+			return o.pause() // else wait
 		case err != nil:
 			o.err = os.NewSyscallError("read", err)
 			return true
@@ -49,15 +49,21 @@ func (o *streamOp) step(fd uintptr) bool {
 		if o.done || o.err != nil {
 			return true
 		}
+		// What one read brought is a batch: idle runs after each (a
+		// relay's flush, and the write deadline it renews, then cover at
+		// most one buffer), and a full buffer is read on after it.
 		o.dirty = true
+		if o.pause() {
+			return true
+		}
 		if n < len(o.buf) {
-			return o.pause()
+			return false // drained: wait, without another read
 		}
 	}
 }
 
-// pause runs idle, when something was delivered since it last ran, and
-// asks to wait (unless idle failed).
+// pause runs idle, when something was delivered since it last ran; true
+// means idle failed.
 func (o *streamOp) pause() bool {
 	if o.dirty {
 		o.dirty = false
