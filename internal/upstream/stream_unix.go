@@ -76,7 +76,8 @@ func (o *streamOp) pause() bool {
 }
 
 // rawStream runs the read loop in one RawConn.Read. idle runs before the
-// first wait too, for what was delivered before the loop.
+// first wait too, even with nothing delivered: a relay's response head is
+// still unflushed when no event came with the worker's.
 func rawStream(raw syscall.RawConn, o *streamOp, buf []byte, f *framing, deliver func([]byte) error, idle func() error) (done bool, extra int, err error) {
 	if o.fn == nil {
 		o.fn = o.step
